@@ -1,0 +1,47 @@
+"""Every setting raymlp reads from the environment, in one place (``RAYMLP_*``).
+
+Read at call time (not import time) so tests and drivers can set them late.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: The Ray namespace every platform actor lives in.
+NAMESPACE = "raymlp"
+
+#: Internal-KV key under which ``raymlp up`` publishes the resolved platform config, so any
+#: driver, job or replica that joins the cluster uses the same storage root.
+PLATFORM_KV_KEY = b"raymlp/platform-config"
+
+DEFAULT_CONFIG_FILE = "configs/platform.yaml"
+
+
+def config_file() -> str | None:
+    """``RAYMLP_CONFIG``: path of platform.yaml (else ``configs/platform.yaml`` if present)."""
+    return os.environ.get("RAYMLP_CONFIG") or None
+
+
+def storage_root_override() -> str | None:
+    """``RAYMLP_STORAGE_ROOT``: overrides ``storage.root`` of platform.yaml."""
+    return os.environ.get("RAYMLP_STORAGE_ROOT") or None
+
+
+def ray_address() -> str | None:
+    """``RAYMLP_ADDRESS`` (or Ray's own ``RAY_ADDRESS``): the cluster to join."""
+    return os.environ.get("RAYMLP_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
+
+
+def api_key() -> str | None:
+    """``RAYMLP_API_KEY``: the API key the CLI and SDK act with."""
+    return os.environ.get("RAYMLP_API_KEY") or None
+
+
+def principal_name() -> str | None:
+    """``RAYMLP_PRINCIPAL``: act as this principal (only when auth has no keys configured)."""
+    return os.environ.get("RAYMLP_PRINCIPAL") or None
+
+
+def actor_call_timeout_s() -> float:
+    """``RAYMLP_ACTOR_TIMEOUT_S``: how long the SDK waits for one actor call (default 60)."""
+    return float(os.environ.get("RAYMLP_ACTOR_TIMEOUT_S", "60"))
