@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +55,36 @@ def _dashboard_url(ctx: Any) -> str | None:
     return url or None
 
 
+def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at ``host:port``
+    (Ray itself keeps retrying the GCS for a long time)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as e:
+        raise UnavailableError(
+            f"no Ray cluster answers at {address!r} ({e.__class__.__name__})", address=address
+        ) from None
+
+
+def _use_local_auth_token() -> None:
+    """Send this machine's Ray auth token when joining a cluster by explicit address.
+
+    Ray 2.60 enables token auth for clusters it starts, but only auto-detected addresses pick up
+    the local token (~/.ray/auth_token); an explicit ``host:port`` would be refused.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # older/newer Ray without token auth
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def init_ray(
     cfg: PlatformConfig, address: str | None = None, *, start: StartMode = "embedded"
 ) -> ClusterInfo:
@@ -70,8 +102,13 @@ def init_ray(
     common = dict(namespace=ns, logging_level=logging.WARNING, configure_logging=True,
                   log_to_driver=True)
     if address == "local":
+        if start == "persistent":
+            return _start_persistent(cfg, common, fixed_ports=False)
         return _start_embedded(cfg, common)
     if address != "auto":
+        if not address.startswith("ray://"):
+            _check_reachable(address)
+            _use_local_auth_token()
         try:
             ctx = ray.init(address=address, **common)
         except (ConnectionError, RuntimeError) as e:
@@ -91,10 +128,34 @@ def init_ray(
         )
     if start == "embedded":
         return _start_embedded(cfg, common)
+    return _start_persistent(cfg, common, fixed_ports=True)
+
+
+def _free_port() -> int:
+    # Outside 10002-19999, which Ray keeps for worker processes by default.
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not 10002 <= port <= 19999:
+            return port
+
+
+def _start_persistent(cfg: PlatformConfig, common: dict[str, Any], *, fixed_ports: bool) -> ClusterInfo:
+    """`ray start --head` in the background. With ``fixed_ports`` False every port is picked
+    free, so a second cluster can start beside one that already runs (tests, `--address local`)."""
+    gcs_port = 6379 if fixed_ports else _free_port()
+    dash_port = cfg.ray.dashboard_port if fixed_ports else _free_port()
     cmd = [
         _ray_cli(), "start", "--head", "--disable-usage-stats",
-        f"--dashboard-host={cfg.ray.dashboard_host}", f"--dashboard-port={cfg.ray.dashboard_port}",
+        f"--port={gcs_port}",
+        f"--dashboard-host={cfg.ray.dashboard_host}", f"--dashboard-port={dash_port}",
     ]
+    if not fixed_ports:
+        # Ray's client server and the dashboard agent default to fixed ports; move them too.
+        cmd += [f"--ray-client-server-port={_free_port()}",
+                f"--dashboard-agent-listen-port={_free_port()}",
+                f"--metrics-export-port={_free_port()}"]
     if cfg.ray.num_cpus:
         cmd.append(f"--num-cpus={cfg.ray.num_cpus}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -103,8 +164,10 @@ def init_ray(
         raise UnavailableError(
             f"`ray start --head` failed: {' | '.join(tail)}", command=" ".join(cmd)
         )
-    ctx = ray.init(address="auto", **common)
-    return ClusterInfo(ctx.address_info.get("gcs_address", "auto"), _dashboard_url(ctx), True)
+    address = f"127.0.0.1:{gcs_port}"
+    _use_local_auth_token()
+    ctx = ray.init(address=address, **common)
+    return ClusterInfo(ctx.address_info.get("gcs_address", address), _dashboard_url(ctx), True)
 
 
 def _start_embedded(cfg: PlatformConfig, common: dict[str, Any]) -> ClusterInfo:
@@ -308,8 +371,37 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def stop_local_cluster() -> None:
-    """`ray stop` for a cluster this machine started (used by `raymlp down --stop-cluster`)."""
+def stop_local_cluster(grace_s: float = 10.0) -> bool:
+    """Stop the Ray cluster this driver is connected to, if its processes run on this machine.
+
+    Unlike `ray stop`, only that cluster's processes (found by its session directory) are ended,
+    so other clusters on the machine keep running. Returns whether anything was stopped.
+    """
+    import psutil
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    session_dir = node.get_session_dir_path() if node is not None else None
     if ray.is_initialized():
         ray.shutdown()
-    subprocess.run([_ray_cli(), "stop"], capture_output=True, text=True)
+    if not session_dir:
+        return False
+    marker = Path(session_dir).name
+    procs = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(marker in part for part in proc.info["cmdline"] or []):
+                procs.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return bool(procs)

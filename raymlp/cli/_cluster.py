@@ -15,6 +15,7 @@ def _up(args: argparse.Namespace) -> int:
     p = connect(args.address, config=args.config, api_key=args.api_key, start="persistent")
     rows = p.status()
     print(cluster.format_table(rows))
+    print(f"Ray address: {p.cluster.address}")
     print(f"storage root: {p.storage.root}")
     if p.dashboard_url:
         print(f"Ray dashboard: {p.dashboard_url}")
@@ -31,8 +32,10 @@ def _down(args: argparse.Namespace) -> int:
     removed = cluster.remove_platform(cfg.ray.namespace)
     print("removed: " + (", ".join(removed) if removed else "(nothing was running)"))
     if args.stop_cluster:
-        cluster.stop_local_cluster()
-        print("stopped the local Ray cluster")
+        if cluster.stop_local_cluster():
+            print("stopped the Ray cluster")
+        else:
+            print("the Ray cluster does not run on this machine: left running")
     return 0
 
 
@@ -59,7 +62,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     up.set_defaults(handler=_up)
     down = sub.add_parser("down", parents=[common], help="remove the platform actors")
     down.add_argument("--stop-cluster", action="store_true",
-                      help="also `ray stop` the local Ray cluster")
+                      help="also stop the Ray cluster (only its own processes, on this machine)")
     down.set_defaults(handler=_down)
     status = sub.add_parser("status", parents=[common],
                             help="platform actors (node, state, restarts) and the dashboard URL")
