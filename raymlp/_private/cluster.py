@@ -232,15 +232,19 @@ def _any_platform_actor_alive(cfg: PlatformConfig) -> bool:
     )
 
 
-def ensure_platform(cfg: PlatformConfig, *, timeout_s: float = 120.0) -> PlatformConfig:
+def ensure_platform(
+    cfg: PlatformConfig, *, timeout_s: float = 120.0, explicit: bool = True
+) -> PlatformConfig:
     """Create every available platform actor (idempotent) and publish the config.
 
-    If the platform is already up with another storage root, raise ConflictError rather than
-    silently mixing two roots; returns the config in force.
+    When the platform is already up, its published config is the one in force. If the caller
+    named a config explicitly (``explicit``) whose storage root differs, raise ConflictError
+    rather than silently mixing two roots; a default config (e.g. a job's working directory's
+    configs/platform.yaml) simply joins. Returns the config in force.
     """
     current = published_config()
     if current is not None and _any_platform_actor_alive(current):
-        if current.storage.root != cfg.storage.root:
+        if explicit and current.storage.root != cfg.storage.root:
             raise ConflictError(
                 f"the platform is already up with storage root {current.storage.root!r}, not "
                 f"{cfg.storage.root!r} (run `raymlp down` first)",
@@ -337,13 +341,16 @@ def platform_status(cfg: PlatformConfig) -> list[dict[str, Any]]:
         for name in spec.names(cfg):
             row = by_name.get(name)
             handle = get_actor(name, cfg.ray.namespace)
-            if handle is not None and (row is None or row.get("state") == "DEAD"):
+            # The state API lags behind: an actor that answers is alive whatever it says.
+            if handle is not None and (row is None or row.get("state") != "ALIVE"):
                 try:
                     info = ray.get(handle.info.remote(), timeout=10)
+                    restarts = row.get("num_restarts", "?") if row else "?"
                     row = {"name": name, "state": "ALIVE", "node_id": info["node_id"],
-                           "pid": info["pid"], "num_restarts": "?"}
+                           "pid": info["pid"], "num_restarts": restarts}
                 except Exception:
-                    row = {"name": name, "state": "UNREACHABLE", "node_id": None, "pid": None,
+                    state = row.get("state", "UNREACHABLE") if row else "UNREACHABLE"
+                    row = {"name": name, "state": state, "node_id": None, "pid": None,
                            "num_restarts": "?"}
             if row is None or handle is None:
                 state = "NOT BUILT" if not spec.is_available() else "ABSENT"

@@ -5,26 +5,27 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from raymlp._private import cluster
-from raymlp.client import connect
-
 
 def _demo(args: argparse.Namespace) -> int:
-    # The full pipeline (data → features → training → serving → monitoring) lands with the
-    # end-to-end issue; until then the demo brings the platform up and shows it.
-    print("[1/2] starting raymlp on an embedded local Ray ...", flush=True)
-    p = connect(args.address or "local", config=args.config, api_key=args.api_key,
-                start="embedded")
-    print("[2/2] platform status", flush=True)
-    print(cluster.format_table(p.status()))
-    print(f"storage root: {p.storage.root}")
-    print(f"Ray dashboard: {p.dashboard_url or '(not running)'}")
-    return 0
+    from raymlp.demo import run_demo, settings_from_args
+
+    settings = settings_from_args(args.smoke, args.root)
+    if args.port:
+        settings.http_port = args.port
+    return run_demo(settings, address=args.address)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    demo = sub.add_parser("demo", parents=[common],
-                          help="run the end-to-end demo on an embedded local Ray")
+    demo = sub.add_parser(
+        "demo",
+        help="run the end-to-end demo on an embedded local Ray (data, features, training, "
+        "approval, serving, canary, monitoring)",
+    )
+    demo.add_argument("--address", default=None,
+                      help="join this Ray cluster instead of starting an embedded one")
     demo.add_argument("--smoke", action="store_true",
-                      help="tiny budget, check the answers, exit 0")
+                      help="tiny budget, check the answers, exit 0 (what `make test` runs)")
+    demo.add_argument("--root", default=None,
+                      help="storage root for the demo (wiped first; default .raymlp/demo)")
+    demo.add_argument("--port", type=int, default=None, help="HTTP port (default 8000 if free)")
     demo.set_defaults(handler=_demo)

@@ -128,7 +128,9 @@ def connect(
         address: Ray address (``auto``, ``local``, ``host:port``, ``ray://...``). Default:
             ``RAYMLP_ADDRESS``, then ``ray.address`` of the config.
         config: platform.yaml path or a PlatformConfig (default: ``RAYMLP_CONFIG`` or
-            ``configs/platform.yaml``). When the platform is already up, its published config wins.
+            ``configs/platform.yaml``). When the platform is already up, its published config
+            is used; a config named explicitly (argument, ``RAYMLP_CONFIG`` or
+            ``RAYMLP_STORAGE_ROOT``) with another storage root raises ConflictError.
         api_key / principal: who acts (default ``RAYMLP_API_KEY`` / ``RAYMLP_PRINCIPAL``).
         start: when no cluster runs: ``embedded`` (in this process), ``persistent``
             (``ray start --head``) or ``never``.
@@ -140,9 +142,12 @@ def connect(
         print(p.status())
     """
     cfg = config if isinstance(config, PlatformConfig) else load_platform_config(config)
+    explicit = config is not None or bool(
+        _constants.config_file() or _constants.storage_root_override()
+    )
     info = cluster.init_ray(cfg, address, start=start)
     if create_actors:
-        cfg = cluster.ensure_platform(cfg)
+        cfg = cluster.ensure_platform(cfg, explicit=explicit)
     else:
         cfg = cluster.published_config() or cfg
     return Platform(cfg, _resolve_principal(cfg, api_key, principal), info)

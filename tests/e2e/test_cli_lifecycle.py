@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from actors import available_specs
+from tests.e2e.conftest import private_ray_tmp
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def test_up_starts_a_local_cluster_then_status_and_down(env):
 def test_up_status_down_against_ray_start_head(env):
     port, dash = _free_port(), _free_port()
     start = subprocess.run(
-        [RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=1",
+        [RAY, "start", "--head", f"--port={port}", f"--temp-dir={private_ray_tmp()}", f"--dashboard-port={dash}", "--num-cpus=1",
          f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
          f"--metrics-export-port={_free_port()}", "--disable-usage-stats"],
         env=env, text=True, capture_output=True, timeout=120,

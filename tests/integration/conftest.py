@@ -9,6 +9,7 @@ actors and Serve applications are removed after each test.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -22,12 +23,22 @@ from raymlp.config import PlatformConfig
 HEAD_CPUS = 2
 
 
+def _free_port() -> int:
+    # Not Ray's default 8265: another cluster on the machine may hold it.
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not 10002 <= port <= 19999:
+            return port
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Cluster]:
     c = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": HEAD_CPUS, "include_dashboard": True,
-                        "resources": {"head": 1}},
+                        "dashboard_port": _free_port(), "resources": {"head": 1}},
     )
     ray.init(address=c.address, namespace="raymlp", logging_level=logging.WARNING)
     yield c

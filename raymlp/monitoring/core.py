@@ -1,0 +1,343 @@
+"""The monitor's logic in one object: windows, signals, alert rules, canaries and gauges.
+
+:class:`MonitorCore` is what the ``monitor`` actor wraps (the actor adds durability, threads,
+RPC, delivery and the traffic controller). It is pure — no Ray, no storage — so the whole
+behaviour is testable in a unit test with a fake clock::
+
+    core = MonitorCore(MonitorSettings(monitoring=cfg), profile_for=lambda m, v: profile)
+    core.ingest_predictions(normalize_predictions(batch))
+    out = core.evaluate(now=time.time())
+    out["transitions"]     # alert transitions to persist and deliver
+    out["canary"]          # canary decisions (the actor applies weight changes)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from raymlp.config import ModelMonitorSettings, MonitoringConfig, MonitorSettings
+from raymlp.monitoring.alerts import AlertEngine
+from raymlp.monitoring.canary import CanaryStats, CanaryTracker
+from raymlp.monitoring.metrics import MonitorMetrics
+from raymlp.monitoring.reference import ReferenceProfile
+from raymlp.monitoring.report import build_report
+from raymlp.monitoring.signals import Signals
+from raymlp.monitoring.traffic import FeedbackResult, IngestResult, TrafficState
+
+__all__ = ["MonitorCore", "PERF_GAUGE_WINDOW_S", "CANARY_SEEN_WINDOW_S"]
+
+#: Window of the windowed performance gauges (error rate, rps, p50/p99).
+PERF_GAUGE_WINDOW_S = 300.0
+#: Canary traffic this recent starts tracking a canary.
+CANARY_SEEN_WINDOW_S = 300.0
+
+TrafficLookup = Callable[[str], Mapping[str, Any] | None]
+
+
+class MonitorCore:
+    """All monitoring state of one platform.
+
+    Args:
+        settings: the ``monitor`` section of platform.yaml.
+        profile_for: (model, version) → reference profile or None.
+        metrics: Prometheus series to update (a private registry if None).
+        freshness: () → {feature view: age in seconds}.
+        traffic_lookup: model → the registry's traffic state (``canary_weight``...), or None.
+    """
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        profile_for: Callable[[str, int], ReferenceProfile | None] | None = None,
+        metrics: MonitorMetrics | None = None,
+        freshness: Callable[[], Mapping[str, float]] | None = None,
+        traffic_lookup: TrafficLookup | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config: MonitoringConfig = settings.monitoring
+        self.metrics = metrics or MonitorMetrics()
+        self.traffic_lookup = traffic_lookup
+        self.state = TrafficState(
+            settings.bucket.total_seconds(),
+            settings.retention.total_seconds(),
+            profile_for=profile_for,
+            settings_for=self._model_settings,
+            max_tracked_requests=settings.max_tracked_requests,
+            out_of_range_tolerance=self.config.drift.out_of_range_tolerance,
+        )
+        self.signals = Signals(self.state, self.config.drift, freshness)
+        self.engine = AlertEngine(self.config.rules, self.config.repeat_interval.total_seconds())
+        self.canary = CanaryTracker(self.config.canary)
+        self.last_evaluated_at: float | None = None
+
+    def _model_settings(self, model: str) -> ModelMonitorSettings:
+        return self.config.models.get(model) or ModelMonitorSettings()
+
+    # -- config ---------------------------------------------------------------------------------
+
+    def apply_config(self, cfg: MonitoringConfig, now: float | None = None) -> list[dict[str, Any]]:
+        """Swap in a new monitoring config; returns transitions of alerts it resolves."""
+        now = time.time() if now is None else now
+        self.config = cfg
+        self.signals.drift_settings = cfg.drift
+        self.state.tolerance = cfg.drift.out_of_range_tolerance
+        self.engine.repeat_interval_s = cfg.repeat_interval.total_seconds()
+        self.canary.policy = cfg.canary
+        return self.engine.set_rules(cfg.rules, now)
+
+    # -- ingest ----------------------------------------------------------------------------------
+
+    def ingest_predictions(
+        self, records: list[dict[str, Any]], live: bool = True, now: float | None = None
+    ) -> IngestResult:
+        """Fold normalised records in; ``live`` also counts them in the Prometheus counters
+        (a replay after a restart does not)."""
+        res = self.state.ingest(records, now)
+        if live:
+            self.metrics.observe_batch(records)
+            for (model, feat, kind), n in res.violations.items():
+                self.metrics.violations.labels(model, feat, kind).inc(n)
+            for model, n in res.feedback_joined.items():  # labels that waited for these
+                self.metrics.feedback.labels(model).inc(n)
+        return res
+
+    def ingest_feedback(
+        self, records: list[dict[str, Any]], live: bool = True, now: float | None = None
+    ) -> FeedbackResult:
+        res = self.state.ingest_feedback(records, now)
+        if live:
+            for model, n in res.by_model.items():
+                self.metrics.feedback.labels(model).inc(n)
+        return res
+
+    def note_dropped(self, source: str, count: int, now: float, live: bool = True) -> None:
+        self.state.note_dropped(source, count, now)
+        if live and count > 0:
+            self.metrics.log_dropped.labels(source).inc(count)
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def _canary_stats(self, run: Any, start: float, end: float) -> tuple[CanaryStats, CanaryStats]:
+        cells = self.state.versions(run.model, start, end)
+        c = cells.get((str(run.version), "canary"))
+        s = cells.get((str(run.stable_version), "primary")) if run.stable_version else None
+
+        def stats(cell: Any) -> CanaryStats:
+            if cell is None:
+                return CanaryStats()
+            return CanaryStats(
+                cell.requests,
+                cell.errors,
+                cell.latency_quantile(0.99),
+                cell.prob_hist.copy() if cell.prob_count else None,
+            )
+
+        return stats(c), stats(s)
+
+    def _lookup_traffic(self, model: str) -> dict[str, Any]:
+        """The registry's traffic state of ``model`` ({} when unknown or unreachable)."""
+        if self.traffic_lookup is None:
+            return {}
+        try:
+            return dict(self.traffic_lookup(model) or {})
+        except Exception:  # noqa: BLE001 - the registry may not keep traffic state yet
+            return {}
+
+    def _start_canaries(self, now: float) -> list[dict[str, Any]]:
+        started = []
+        for model in self.state.models():
+            rows = self.state.versions(model, now - CANARY_SEEN_WINDOW_S, now + 1)
+            canaries = [int(v) for (v, r), c in rows.items() if r == "canary" and v and c.requests]
+            if not canaries:
+                continue
+            version = max(canaries)
+            run = self.canary.runs.get(model)
+            traffic = self._lookup_traffic(model)
+            weight = traffic.get("canary_weight")
+            # a version already decided is analysed again only when someone re-enabled it
+            # (the registry shows it as the canary with a weight again after a rollback)
+            restart = bool(
+                run is not None
+                and run.version == version
+                and run.status == "rolled_back"
+                and str(traffic.get("canary_version")) == str(version)
+                and (weight or 0) > 0
+            )
+            if run is not None and run.version == version and not restart:
+                continue
+            stable = self.state.primary_version(model, now - CANARY_SEEN_WINDOW_S, now + 1)
+            # the first step began with the first canary request (bucket resolution)
+            seen = self.state.perf_timeline(
+                model, now - CANARY_SEEN_WINDOW_S, now + 1, version=str(version), route="canary"
+            )
+            began = min((self.state.perf_store.start_of(i) for i in seen), default=now)
+            if restart:
+                began = now  # judge only traffic after the re-enable
+            new = self.canary.start(
+                model,
+                version,
+                stable,
+                max(began, now - CANARY_SEEN_WINDOW_S),
+                weight,
+                steps=traffic.get("steps") or None,
+                restart=restart,
+            )
+            if new is not None:
+                started.append(
+                    {
+                        "model": model,
+                        "version": version,
+                        "decision": "start",
+                        "weight": new.weight,
+                        "previous_weight": None,
+                        "reason": f"canary v{version} seen (stable v{stable})",
+                        "changed": False,
+                        "run": new.to_dict(),
+                        "metrics": {},
+                        "regression": False,
+                        "verdict": "start",
+                    }
+                )
+        return started
+
+    def evaluate(self, now: float | None = None) -> dict[str, Any]:
+        """One pass: canaries, alert rules, gauges. Returns ``{"transitions", "canary"}``."""
+        now = time.time() if now is None else now
+        self.state.prune(now)
+        self.signals.reset()
+        transitions: list[dict[str, Any]] = []
+        canary = self._start_canaries(now) if self.config.canary.enabled else []
+        for action in self.canary.evaluate(now, self._canary_stats):
+            canary.append(action)
+            if action["decision"] != "hold":
+                self.metrics.canary_decisions.labels(action["model"], action["decision"]).inc()
+            if action["regression"]:
+                t = self.engine.fire(
+                    "canary_rollback" if action["decision"] == "rollback" else "canary_regression",
+                    "critical",
+                    {"model": action["model"], "version": str(action["version"])},
+                    f"canary v{action['version']} of {action['model']} regressed: "
+                    f"{action['reason']}",
+                    now,
+                    value=action["metrics"].get("error_rate_delta"),
+                    annotations={"metrics": action["metrics"]},
+                )
+                if t:
+                    transitions.append(t)
+        transitions.extend(
+            self.engine.evaluate(
+                now,
+                lambda rule: self.signals.series(
+                    rule.metric, rule.window.total_seconds(), now, rule.by
+                ),
+            )
+        )
+        self.metrics.gauges.set(self.gauge_values(now))
+        self.last_evaluated_at = now
+        return {"transitions": transitions, "canary": canary}
+
+    def gauge_values(self, now: float) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """The gauge snapshot at ``now``: ``{series name: [(labels, value), ...]}``."""
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+
+        def add(name: str, labels: dict[str, str], value: float | None) -> None:
+            if value is not None:
+                out.setdefault(name, []).append((labels, float(value)))
+
+        w = PERF_GAUGE_WINDOW_S
+        for (model, version, route), c in self.state.perf(
+            now - w, now, by=("version", "route")
+        ).items():
+            lab = {"model": model, "version": version, "route": route}
+            add("raymlp_error_rate", lab, c.error_rate)
+            add("raymlp_requests_per_second", lab, c.requests / w)
+            add("raymlp_prediction_latency_p50_seconds", lab, c.latency_quantile(0.5))
+            add("raymlp_prediction_latency_p99_seconds", lab, c.latency_quantile(0.99))
+        dw = self.config.drift.window.total_seconds()
+        for (model, version), c in self.state.accuracy(now - dw, now, by=("version",)).items():
+            add("raymlp_model_accuracy", {"model": model, "version": version}, c.accuracy)
+            add("raymlp_model_auc", {"model": model, "version": version}, c.auc)
+        for model in self.state.models():
+            rows = self.signals.drift_rows(model, now - dw, now)
+            if rows is not None:
+                for r in rows["features"]:
+                    lab = {"model": model, "feature": r["feature"]}
+                    add("raymlp_feature_drift_psi", lab, r["psi"])
+                    add("raymlp_feature_drift_ks", lab, r["ks"])
+                    add("raymlp_feature_drift_ks_pvalue", lab, r["ks_p"])
+                    add("raymlp_feature_drift_wasserstein", lab, r["wasserstein"])
+                    add("raymlp_feature_drift_js", lab, r["js"])
+                    add("raymlp_feature_missing_ratio", lab, r["missing_ratio"])
+                    add("raymlp_feature_out_of_range_ratio", lab, r["out_of_range_ratio"])
+                    if r["n"]:
+                        add("raymlp_feature_drifted", lab, float(r["drifted"]))
+                if rows["prediction"]:
+                    add("raymlp_prediction_drift_psi", {"model": model}, rows["prediction"]["psi"])
+                if rows["records"]:
+                    add(
+                        "raymlp_schema_violation_ratio",
+                        {"model": model},
+                        rows["violation_records"] / rows["records"],
+                    )
+            fair = self.signals.fairness(model, now - dw, now)
+            if fair["attribute"]:
+                add(
+                    "raymlp_fairness_disparate_impact",
+                    {"model": model, "attribute": fair["attribute"]},
+                    fair["disparate_impact"],
+                )
+        for s in self.signals.series("feature_freshness_seconds", dw, now):
+            add("raymlp_feature_view_freshness_seconds", dict(s.labels), s.value)
+        for (rule, sev), n in self.engine.firing_counts().items():
+            add("raymlp_alerts_firing", {"rule": rule, "severity": sev}, n)
+        for run in self.canary.runs.values():
+            add(
+                "raymlp_canary_weight",
+                {"model": run.model, "version": str(run.version)},
+                run.weight,
+            )
+        add("raymlp_feedback_pending", {}, self.state.pending_feedback)
+        return out
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def report(self, model: str, start: float, end: float) -> dict[str, Any]:
+        """Everything about one model over [start, end) (see :func:`build_report`)."""
+        self.signals.reset()
+        return build_report(self, model, start, end)
+
+    def offline_report(
+        self,
+        model: str,
+        start: float,
+        end: float,
+        predictions: Iterable[list[dict[str, Any]]],
+        feedback: list[dict[str, Any]],
+        alerts: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """A report over a range the windows no longer hold, from log records (chunks of
+        normalised predictions, and labels) folded into a throwaway core."""
+        span = max(end - start, self.settings.bucket.total_seconds())
+        s = self.settings.model_copy(
+            update={"monitoring": self.config, "retention": timedelta(seconds=span + 60)}
+        )
+        tmp = MonitorCore(s, profile_for=self.state._profile_fn)
+        for chunk in predictions:
+            tmp.ingest_predictions(chunk, live=False, now=end)
+        tmp.ingest_feedback(feedback, live=False)
+        rep = tmp.report(model, start, end)
+        rep["alerts"] = [
+            a
+            for a in (alerts if alerts is not None else self.alerts())
+            if a["labels"].get("model") == model
+            and a["started_at"] <= end
+            and (a["resolved_at"] is None or a["resolved_at"] >= start)
+        ]
+        rep["source"] = "prediction_log"
+        return rep
+
+    def alerts(self, state: str | None = None) -> list[dict[str, Any]]:
+        return self.engine.alerts(state)
