@@ -1,0 +1,230 @@
+"""The registry's event log: one Delta table under ``<root>/registry/events``.
+
+Columns: ``seq`` (int64, strictly increasing), ``ts`` (UTC timestamp), ``principal``, ``tenant``,
+``kind``, ``entity``, ``payload`` (JSON: the change, with before/after) and ``op_id`` (the
+caller's idempotency key). It is the audit log and the recovery log: a registry replays it on
+start. One call's events are one Delta commit (all or nothing). Every ``compact_every`` commits
+the small files are compacted and a checkpoint is written, so a replay reads a few files instead
+of thousands::
+
+    log = EventLog(storage)
+    log.append([ev1, ev2])          # one atomic, durable commit
+    events = log.read_all()         # in seq order
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from raymlp.errors import StorageError
+from raymlp.registry.events import Event
+from raymlp.storage import Storage
+
+__all__ = ["EventLog", "LogAdvancedError", "EVENT_SCHEMA"]
+
+logger = logging.getLogger(__name__)
+
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("principal", pa.string(), nullable=False),
+        pa.field("tenant", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("entity", pa.string(), nullable=False),
+        pa.field("payload", pa.string(), nullable=False),
+        pa.field("op_id", pa.string(), nullable=True),
+    ]
+)
+
+
+class LogAdvancedError(Exception):
+    """Someone else committed to the event log since we last read it (another registry
+    instance, e.g. during a split brain): catch up before writing."""
+
+
+def _to_table(events: list[Event]) -> pa.Table:
+    return pa.table(
+        {
+            "seq": pa.array([e.seq for e in events], pa.int64()),
+            "ts": pa.array([round(e.ts * 1_000_000) for e in events], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            "principal": [e.principal for e in events],
+            "tenant": [e.tenant for e in events],
+            "kind": [e.kind for e in events],
+            "entity": [e.entity for e in events],
+            "payload": [e.payload_json() for e in events],
+            "op_id": pa.array([e.op_id for e in events], pa.string()),
+        },
+        schema=EVENT_SCHEMA,
+    )
+
+
+def _from_table(table: pa.Table) -> list[Event]:
+    if table.num_rows == 0:
+        return []
+    table = table.sort_by("seq")
+    ts = pc.divide(table["ts"].cast(pa.int64()).cast(pa.float64()), 1_000_000.0).to_pylist()
+    cols = {
+        name: table[name].to_pylist()
+        for name in ("seq", "principal", "tenant", "kind", "entity", "payload", "op_id")
+    }
+    out: list[Event] = []
+    last = 0
+    for i in range(table.num_rows):
+        seq = int(cols["seq"][i])
+        if seq == last:
+            logger.warning("event log holds seq %d twice; keeping the first", seq)
+            continue
+        last = seq
+        out.append(
+            Event(
+                kind=cols["kind"][i],
+                entity=cols["entity"][i],
+                principal=cols["principal"][i],
+                tenant=cols["tenant"][i],
+                payload=json.loads(cols["payload"][i]),
+                op_id=cols["op_id"][i],
+                seq=seq,
+                ts=ts[i],
+            )
+        )
+    return out
+
+
+class EventLog:
+    """Append-only event table with fencing, compaction and checkpoints.
+
+    Args:
+        storage: the platform storage root.
+        compact_every: commits between compaction + checkpoint.
+    """
+
+    def __init__(self, storage: Storage, compact_every: int = 100) -> None:
+        self.storage = storage
+        self.uri = storage.uri("registry", "events")
+        self.options = storage.delta_storage_options()
+        self.compact_every = compact_every
+        self._dt: DeltaTable | None = None
+        self._version: int | None = None  # table version we last wrote or read
+        self.commits_since_compact = 0
+
+    def _open(self) -> DeltaTable | None:
+        if self._dt is None:
+            try:
+                self._dt = DeltaTable(self.uri, storage_options=self.options)
+            except TableNotFoundError:
+                return None
+            except Exception as e:  # noqa: BLE001 - object-store errors vary by backend
+                raise StorageError(
+                    f"cannot open the registry event log {self.uri!r}: {e}", uri=self.uri
+                ) from e
+        return self._dt
+
+    def read_all(self) -> list[Event]:
+        """Every event, in seq order (empty for a new root)."""
+        return self.read_after(0)
+
+    def read_after(self, seq: int) -> list[Event]:
+        """Events with ``seq`` above ``seq``, in order, from the latest table version.
+
+        The writer's view: afterwards, appends expect the table at the version just read.
+        """
+        dt = self._open()
+        if dt is None:
+            return []
+        table = self._read(dt, seq)
+        self._version = dt.version()
+        return _from_table(table)
+
+    def audit(self, seq: int = 0) -> list[Event]:
+        """Like :meth:`read_after`, on a separate snapshot (never disturbs the writer)."""
+        try:
+            dt = DeltaTable(self.uri, storage_options=self.options)
+        except TableNotFoundError:
+            return []
+        return _from_table(self._read(dt, seq))
+
+    def _read(self, dt: DeltaTable, seq: int) -> pa.Table:
+        try:
+            dt.update_incremental()
+            filters = [("seq", ">", int(seq))] if seq > 0 else None
+            return dt.to_pyarrow_table(filters=filters)
+        except Exception as e:  # noqa: BLE001
+            raise StorageError(
+                f"cannot read the registry event log {self.uri!r}: {e}", uri=self.uri
+            ) from e
+
+    def append(self, events: list[Event]) -> None:
+        """Commit ``events`` (seq already assigned) in one Delta transaction.
+
+        Raises LogAdvancedError when the table moved since our last read or write.
+        """
+        if not events:
+            return
+        data = _to_table(events)
+        dt = self._open()
+        try:
+            if dt is None:
+                write_deltalake(
+                    self.uri,
+                    data,
+                    mode="append",
+                    storage_options=self.options,
+                    name="raymlp_registry_events",
+                )
+                self._dt = DeltaTable(self.uri, storage_options=self.options)
+                self._version = self._dt.version()
+            else:
+                dt.update_incremental()
+                if self._version is not None and dt.version() != self._version:
+                    raise LogAdvancedError(
+                        f"event log at version {dt.version()}, expected {self._version}"
+                    )
+                write_deltalake(dt, data, mode="append")
+                self._version = dt.version()
+        except LogAdvancedError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise StorageError(
+                f"cannot write the registry event log {self.uri!r}: {e}", uri=self.uri
+            ) from e
+        self.commits_since_compact += 1
+
+    @property
+    def needs_compaction(self) -> bool:
+        return self.commits_since_compact >= self.compact_every
+
+    def compact(self) -> dict[str, Any]:
+        """Compact small files and write a checkpoint (call while no append runs)."""
+        dt = self._open()
+        if dt is None:
+            return {}
+        try:
+            dt.update_incremental()
+            if self._version is not None and dt.version() != self._version:
+                raise LogAdvancedError(
+                    f"event log at version {dt.version()}, expected {self._version}"
+                )
+            metrics = dt.optimize.compact()
+            dt.create_checkpoint()
+            self._version = dt.version()
+        except LogAdvancedError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise StorageError(
+                f"cannot compact the registry event log {self.uri!r}: {e}", uri=self.uri
+            ) from e
+        self.commits_since_compact = 0
+        return dict(metrics or {})
+
+    def version(self) -> int | None:
+        return self._version
