@@ -35,13 +35,14 @@ def submit(head: HeadNode, *entrypoint: str, timeout_s: float = 400) -> str:
         st = subprocess.run([str(BIN / "ray"), "job", "status", "--address", head.dashboard,
                              job_id], env=head.env, text=True, capture_output=True, timeout=60)
         status = st.stdout + st.stderr
-        if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+        # `ray job status` prints "Job '<id>' succeeded|failed|was stopped" once it has ended.
+        if any(f"' {word}" in status for word in ("succeeded", "failed", "was stopped")):
             break
         time.sleep(1)  # polling interval of an external process; not a synchronisation sleep
     logs = subprocess.run([str(BIN / "ray"), "job", "logs", "--address", head.dashboard, job_id],
                           env=head.env, text=True, capture_output=True, timeout=60)
     logs = logs.stdout + logs.stderr
-    assert "SUCCEEDED" in status, f"{status}\n{logs[-3000:]}"
+    assert f"Job '{job_id}' succeeded" in status, f"{status}\n{logs[-3000:]}"
     return logs
 
 
