@@ -63,6 +63,7 @@ ACTOR_SPECS: tuple[ActorSpec, ...] = (
         "actors.feature_store",
         "FeatureStoreActor",
         start_order=1,
+        instance_names=_online_shard_names,
     ),
     ActorSpec("monitor", "actors.monitor", "MonitorActor", start_order=2),
 )

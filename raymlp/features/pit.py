@@ -1,0 +1,343 @@
+"""Distributed point-in-time correct retrieval: entity rows x feature views -> training set.
+
+Plan (a hash-partitioned as-of join on Ray; nothing is collected on the driver):
+
+1. The entity rows (a ``ray.data.Dataset``) are validated, cast and hash-split by join key into
+   ``P`` partitions, one Ray task per block.
+2. For each feature view, the data files of the pinned Delta version are scanned by Ray tasks
+   (one per group of files; only the needed columns and only rows whose timestamp can match:
+   ``min(entity_ts) - ttl < t <= max(entity_ts)``) and hash-split the same way.
+3. One task per partition joins the entity rows with that partition's feature rows using the
+   vectorised as-of engine (:func:`~raymlp.features.asof.asof_join`), view after view (a view
+   is scanned once the previous view's joins are done, so about one view's rows are in memory
+   at a time); views with other join keys re-split the intermediate result by their keys
+   first. The last task of a partition runs the on-demand views and orders the columns.
+4. The partitions become the blocks of the returned ``ray.data.Dataset``.
+
+Partitions are sized so that one task's share fits comfortably in a worker
+(``target_partition_bytes``); the object store spills what does not fit in memory, so the
+tables may be far larger than one worker.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import ray
+import ray.data
+
+from raymlp.errors import SchemaError
+from raymlp.features import offline
+from raymlp.features.asof import asof_join
+from raymlp.features.definitions import FeatureRegistry, RetrievalPlan
+from raymlp.features.dtypes import SEQ_COLUMN, TS_TYPE, arrow_type, cast_rule, output_column
+from raymlp.features.hashing import hash_keys
+from raymlp.features.ondemand import apply_on_demand
+from raymlp.storage import Storage
+
+__all__ = ["ViewScan", "historical_features", "check_entity_schema"]
+
+#: Aim for partitions of about this many bytes in memory (entity + feature rows).
+TARGET_PARTITION_BYTES = 256 * 1024 * 1024
+#: Bytes of Parquet (compressed) one scan task reads.
+TARGET_SCAN_BYTES = 32 * 1024 * 1024
+_DECOMPRESSION = 3.0
+
+
+@dataclass
+class ViewScan:
+    """What to read of one view: the Delta version, its files, columns, TTL."""
+
+    view: str
+    version: int
+    files: list[tuple[str, int]]  # (uri, size in bytes)
+    schema: pa.Schema
+    keys: list[tuple[str, str]]
+    ts_field: str
+    features: list[str]
+    ttl_us: int
+
+    @property
+    def columns(self) -> list[str]:
+        return [k for k, _ in self.keys] + [self.ts_field, SEQ_COLUMN] + self.features
+
+
+@dataclass
+class _Round:
+    scan: ViewScan
+    resplit: bool  # the join keys differ from the previous round's
+    out: dict[str, str] = field(default_factory=dict)
+
+
+def check_entity_schema(
+    schema: pa.Schema,
+    keys: list[tuple[str, str]],
+    ts_field: str,
+    request_fields: list[tuple[str, str]],
+    outputs: list[str],
+) -> None:
+    """Entity rows need every join key, a timezone-aware timestamp and the request fields."""
+    names = set(schema.names)
+    for col, dtype in [*keys, (ts_field, "timestamp"), *request_fields]:
+        if col not in names:
+            raise SchemaError(
+                f"entity_data: column {col!r} is missing (rule: entity rows carry the join keys, "
+                f"{ts_field!r} and the request fields; got {sorted(names)})",
+                view="entity_data",
+                column=col,
+                rule="missing column",
+            )
+        why = cast_rule(schema.field(col).type, dtype)
+        if why is not None:
+            raise SchemaError(
+                f"entity_data: column {col!r}: {why}",
+                view="entity_data",
+                column=col,
+                rule="timestamp without timezone" if "without timezone" in why else "wrong dtype",
+            )
+    clash = [c for c in outputs if c in names]
+    if clash:
+        raise SchemaError(
+            f"entity_data already has a column {clash[0]!r} (rule: output columns "
+            "'view__feature' must not exist in the entity rows)",
+            view="entity_data",
+            column=clash[0],
+            rule="column clash",
+        )
+
+
+def _prepare_entities(table: pa.Table, casts: list[tuple[str, pa.DataType]]) -> pa.Table:
+    for col, typ in casts:
+        i = table.schema.get_field_index(col)
+        arr = table.column(i)
+        if arr.type != typ:
+            if pa.types.is_dictionary(arr.type):
+                arr = arr.cast(arr.type.value_type)
+            table = table.set_column(i, pa.field(col, typ), arr.cast(typ))
+    return table
+
+
+def _split(table: pa.Table, keys: list[str], parts: int) -> list[pa.Table]:
+    if parts == 1:
+        return [table]
+    if table.num_rows == 0:
+        return [table] * parts
+    pid = (hash_keys([table.column(k) for k in keys]) % np.uint64(parts)).astype(np.int64)
+    order = np.argsort(pid, kind="stable")
+    bounds = np.searchsorted(pid[order], np.arange(parts + 1))
+    shuffled = table.take(pa.array(order))
+    return [shuffled.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i])) for i in range(parts)]
+
+
+def _returns(parts: list[pa.Table]) -> Any:
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+@ray.remote(num_cpus=1)
+def _entity_split(
+    block: Any, casts: list[tuple[str, pa.DataType]], ts_field: str, keys: list[str], parts: int
+) -> Any:
+    from ray.data.block import BlockAccessor
+
+    table = _prepare_entities(BlockAccessor.for_block(block).to_arrow(), casts)
+    ts = table.column(ts_field)
+    stats = {"rows": table.num_rows, "min": None, "max": None}
+    if table.num_rows:
+        lo, hi = pc.min_max(ts.cast(pa.int64())).values()
+        stats.update(min=lo.as_py(), max=hi.as_py())
+    return _returns([*_split(table, keys, parts), stats])
+
+
+@ray.remote(num_cpus=1)
+def _scan_split(
+    storage: Storage,
+    files: list[str],
+    schema: pa.Schema,
+    columns: list[str],
+    ts_field: str,
+    window: tuple[int | None, int | None],
+    keys: list[str],
+    parts: int,
+) -> Any:
+    lo, hi = window
+    filt = None
+    ts = pds.field(ts_field)
+    if hi is not None:
+        filt = ts <= pa.scalar(hi, pa.int64()).cast(TS_TYPE)
+    if lo is not None:
+        low = ts > pa.scalar(lo, pa.int64()).cast(TS_TYPE)
+        filt = low if filt is None else filt & low
+    table = offline.read_files(storage, files, schema, columns, filt)
+    return _returns(_split(table, keys, parts))
+
+
+@ray.remote(num_cpus=1)
+def _resplit(table: pa.Table, keys: list[str], parts: int) -> Any:
+    return _returns(_split(table, keys, parts))
+
+
+@ray.remote(num_cpus=1)
+def _join(spec: dict[str, Any], n_entity: int, *pieces: pa.Table) -> pa.Table:
+    ent = pieces[:n_entity]
+    entities = ent[0] if len(ent) == 1 else pa.concat_tables(ent)
+    feats = [p for p in pieces[n_entity:] if p.num_rows] or list(pieces[n_entity : n_entity + 1])
+    features = feats[0] if len(feats) == 1 else pa.concat_tables(feats)
+    out = asof_join(
+        entities,
+        features,
+        keys=spec["keys"],
+        entity_ts=spec["entity_ts"],
+        feature_ts=spec["feature_ts"],
+        columns=spec["columns"],
+        ttl_us=spec["ttl_us"],
+    )
+    final = spec.get("final")
+    if final is not None:
+        plan, first_cols = final
+        out = apply_on_demand(out, plan)
+        rest = [c for c in plan.output_columns if c in out.column_names]
+        out = out.select([*first_cols, *rest])
+    return out
+
+
+def _num_cpus() -> int:
+    try:
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    except Exception:
+        return 1
+
+
+def _file_groups(files: list[tuple[str, int]], min_groups: int) -> list[list[str]]:
+    if not files:
+        return [[]]
+    total = sum(s for _, s in files)
+    n = max(min(min_groups, len(files)), math.ceil(total / TARGET_SCAN_BYTES))
+    groups: list[list[str]] = [[] for _ in range(min(n, len(files)))]
+    sizes = [0] * len(groups)
+    for uri, size in sorted(files, key=lambda f: -f[1]):  # greedy balance by size
+        i = sizes.index(min(sizes))
+        groups[i].append(uri)
+        sizes[i] += size
+    return groups
+
+
+def historical_features(
+    entity_ds: Any,
+    registry: FeatureRegistry,
+    plan: RetrievalPlan,
+    scans: dict[str, ViewScan],
+    storage: Storage,
+    *,
+    timestamp_field: str = "event_timestamp",
+    num_partitions: int | None = None,
+) -> Any:
+    """Run the point-in-time join; returns a ``ray.data.Dataset`` (already computed).
+
+    Args:
+        entity_ds: ``ray.data.Dataset`` of entity rows (join keys, ``timestamp_field``, request
+            fields, and any other columns, e.g. labels, which are carried through).
+        scans: one :class:`ViewScan` per feature view of ``plan`` (the pinned versions).
+        num_partitions: hash partitions (default: enough for ``TARGET_PARTITION_BYTES`` each,
+            at least the cluster's CPU count).
+    """
+    all_keys: dict[str, str] = {}
+    for v in plan.views:
+        all_keys.update(dict(scans[v].keys))
+    request = [(f.name, f.dtype) for f in plan.request_fields]
+    schema = entity_ds.schema()
+    base = getattr(schema, "base_schema", schema)
+    if isinstance(base, pa.Schema):
+        check_entity_schema(
+            base, list(all_keys.items()), timestamp_field, request, plan.output_columns
+        )
+        first_cols = list(base.names)
+    else:
+        first_cols = None
+    casts = [(k, arrow_type(t)) for k, t in all_keys.items()] + [(timestamp_field, TS_TYPE)]
+
+    # Rounds: views grouped by join keys so that a group shares one split of the entity rows.
+    order: list[str] = sorted(plan.views, key=lambda v: [k for k, _ in scans[v].keys])
+    rounds: list[_Round] = []
+    prev_keys = None
+    for v in order:
+        keys = [k for k, _ in scans[v].keys]
+        rounds.append(
+            _Round(
+                scans[v],
+                resplit=prev_keys is not None and keys != prev_keys,
+                out={f: output_column(v, f) for f in plan.views[v]},
+            )
+        )
+        prev_keys = keys
+
+    entity_refs = entity_ds.to_arrow_refs()
+    est_entity = entity_ds.size_bytes() if hasattr(entity_ds, "size_bytes") else 0
+    est_features = sum(sum(s for _, s in sc.files) for sc in scans.values()) * _DECOMPRESSION
+    cpus = _num_cpus()
+    parts = num_partitions or max(
+        cpus, math.ceil((est_entity + est_features) / TARGET_PARTITION_BYTES)
+    )
+    parts = max(1, min(parts, 1024))
+
+    first_keys = [k for k, _ in rounds[0].scan.keys]
+    split_refs = [
+        _entity_split.options(num_returns=parts + 1).remote(
+            r, casts, timestamp_field, first_keys, parts
+        )
+        for r in entity_refs
+    ]
+    stats = ray.get([refs[-1] for refs in split_refs])
+    if first_cols is None:
+        first_cols = list(ray.get(split_refs[0][0]).schema.names) if split_refs else []
+    lo = min((s["min"] for s in stats if s["min"] is not None), default=None)
+    hi = max((s["max"] for s in stats if s["max"] is not None), default=None)
+    # current[p]: the list of refs whose concatenation is partition p of the entity rows.
+    current: list[list[Any]] = [[refs[p] for refs in split_refs] for p in range(parts)]
+    if not entity_refs:
+        empty = pa.table({c: pa.array([], t) for c, t in casts})
+        current = [[ray.put(empty)] for _ in range(parts)]
+
+    for i, rnd in enumerate(rounds):
+        sc = rnd.scan
+        keys = [k for k, _ in sc.keys]
+        if i > 0:
+            # One view at a time: the previous view's rows leave the object store before this
+            # view's are scanned, so peak memory is about one view, not all of them.
+            ray.wait([c[0] for c in current], num_returns=parts, fetch_local=False)
+        if rnd.resplit:
+            pieces = [
+                _resplit.options(num_returns=parts).remote(ref, keys, parts)
+                for p in range(parts)
+                for ref in current[p]
+            ]
+            pieces = [[x] if parts == 1 else list(x) for x in pieces]
+            current = [[piece[p] for piece in pieces] for p in range(parts)]
+        window = (None if lo is None or sc.ttl_us <= 0 else lo - sc.ttl_us, hi)
+        feature_refs = []
+        for group in _file_groups(sc.files, cpus):
+            out = _scan_split.options(num_returns=parts).remote(
+                storage, group, sc.schema, sc.columns, sc.ts_field, window, keys, parts
+            )
+            feature_refs.append([out] if parts == 1 else list(out))
+        spec: dict[str, Any] = {
+            "keys": keys,
+            "entity_ts": timestamp_field,
+            "feature_ts": sc.ts_field,
+            "columns": rnd.out,
+            "ttl_us": sc.ttl_us,
+        }
+        if i == len(rounds) - 1:
+            spec["final"] = (plan, first_cols)
+        current = [
+            [_join.remote(spec, len(current[p]), *current[p], *[fr[p] for fr in feature_refs])]
+            for p in range(parts)
+        ]
+        del feature_refs  # the join tasks hold them; freed as soon as each task is done
+
+    return ray.data.from_arrow_refs([c[0] for c in current])

@@ -1,0 +1,112 @@
+"""Ingestion validation: each rejection names view, column and rule; accepted casts work."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+from raymlp.config import FeatureField, FeatureView
+from raymlp.errors import SchemaError
+from raymlp.features.dtypes import TS_TYPE, cast_rule
+from raymlp.features.validation import conform
+
+VIEW = FeatureView(
+    name="profile",
+    entities=["customer"],
+    ttl="30d",
+    features=[
+        FeatureField(name="tenure", dtype="int64"),
+        FeatureField(name="charges", dtype="float32"),
+        FeatureField(name="plan", dtype="string"),
+        FeatureField(name="paperless", dtype="bool"),
+    ],
+)
+KEYS = [("customer_id", "string")]
+NOW = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def table(**overrides) -> pa.Table:
+    cols = {
+        "customer_id": pa.array(["a", "b"]),
+        "event_timestamp": pa.array([NOW, NOW], pa.timestamp("ms", tz="Europe/Paris")),
+        "tenure": pa.array([1, 2], pa.int16()),
+        "charges": pa.array([1.5, 2.5], pa.float64()),
+        "plan": pa.array(["x", "y"]).dictionary_encode(),
+        "paperless": pa.array([True, None]),
+        "extra": pa.array([0, 0]),
+    }
+    cols.update(overrides)
+    return pa.table({k: v for k, v in cols.items() if v is not None})
+
+
+def test_conform_casts_to_the_stored_schema_and_drops_extra_columns():
+    out = conform(table(), VIEW, KEYS)
+    assert out.column_names == [
+        "customer_id",
+        "event_timestamp",
+        "tenure",
+        "charges",
+        "plan",
+        "paperless",
+    ]
+    assert out.schema.field("event_timestamp").type == TS_TYPE
+    assert out.schema.field("tenure").type == pa.int64()
+    assert out.schema.field("charges").type == pa.float32()
+    assert out.column("plan").to_pylist() == ["x", "y"]
+    assert out.column("event_timestamp")[0].as_py() == NOW
+
+
+@pytest.mark.parametrize(
+    ("overrides", "column", "rule"),
+    [
+        ({"tenure": None}, "tenure", "missing column"),
+        ({"customer_id": None}, "customer_id", "missing column"),
+        ({"tenure": pa.array([1.0, 2.0])}, "tenure", "wrong dtype"),
+        ({"tenure": pa.array([1, 2], pa.uint64())}, "tenure", "wrong dtype"),
+        ({"plan": pa.array([1, 2])}, "plan", "wrong dtype"),
+        (
+            {"event_timestamp": pa.array([NOW.replace(tzinfo=None)] * 2)},
+            "event_timestamp",
+            "timestamp without timezone",
+        ),
+        (
+            {"event_timestamp": pa.array(["2024-01-01", "2024-01-02"])},
+            "event_timestamp",
+            "wrong dtype",
+        ),
+        ({"customer_id": pa.array(["a", None])}, "customer_id", "null join key"),
+        ({"event_timestamp": pa.array([NOW, None], TS_TYPE)}, "event_timestamp", "null timestamp"),
+    ],
+)
+def test_rejections_name_view_column_and_rule(overrides, column, rule):
+    with pytest.raises(SchemaError) as info:
+        conform(table(**overrides), VIEW, KEYS)
+    err = info.value
+    assert (err.view, err.column, err.rule) == ("profile", column, rule)
+    assert "profile" in str(err) and column in str(err)
+
+
+def test_null_feature_values_and_all_null_columns_are_accepted():
+    out = conform(table(charges=pa.nulls(2)), VIEW, KEYS)
+    assert out.column("charges").null_count == 2
+
+
+@pytest.mark.parametrize(
+    ("src", "dtype", "ok"),
+    [
+        (pa.int32(), "int64", True),
+        (pa.int64(), "int32", False),
+        (pa.uint32(), "int64", True),
+        (pa.int64(), "float64", True),
+        (pa.float64(), "float32", True),
+        (pa.large_string(), "string", True),
+        (pa.bool_(), "int64", False),
+        (pa.timestamp("s", tz="UTC"), "timestamp", True),
+        (pa.timestamp("s"), "timestamp", False),
+        (pa.null(), "bool", True),
+    ],
+)
+def test_cast_rules(src, dtype, ok):
+    assert (cast_rule(src, dtype) is None) is ok
