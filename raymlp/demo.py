@@ -104,6 +104,8 @@ def demo_platform_config(root: str, http_port: int) -> PlatformConfig:
         {"name": "demo-client", "roles": ["viewer"],
          "api_key_sha256": hash_api_key(DEMO_KEYS["demo-client"])},
         {"name": "serving-svc", "roles": ["viewer"]},
+        # The monitor acts as this principal when it advances or rolls back a canary.
+        {"name": "monitor", "roles": ["developer"]},
     ]
     return PlatformConfig.model_validate({
         "storage": {"root": root},

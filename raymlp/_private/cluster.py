@@ -311,8 +311,11 @@ def _list_namespace_actors(namespace: str) -> list[dict[str, Any]]:
     try:
         from ray.util.state import list_actors
 
-        rows = list_actors(filters=[("ray_namespace", "=", namespace)], detail=True, limit=1000,
-                           raise_on_missing_output=False, timeout=10)
+        # Name the cluster we are connected to: with several on one machine, the state API
+        # would otherwise pick one by itself.
+        address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+        rows = list_actors(address=address, filters=[("ray_namespace", "=", namespace)],
+                           detail=True, limit=1000, raise_on_missing_output=False, timeout=10)
     except Exception:  # no dashboard (embedded cluster without it): fall back to pinging
         return []
     return [

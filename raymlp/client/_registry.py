@@ -39,6 +39,7 @@ from raymlp.registry import artifacts, names
 from raymlp.registry.commands import ANY
 from raymlp.registry.events import EventKind
 from raymlp.registry.signature import parse_signature
+from raymlp.registry.traffic import KEEP
 
 __all__ = [
     "RegistryClient",
@@ -379,6 +380,44 @@ class RegistryClient:
     def rollback(self, name: str, alias: str = "production") -> dict[str, Any]:
         """Move ``alias`` back to its previous holder."""
         return self._command("rollback", name=name, alias=alias)
+
+    def set_traffic(
+        self,
+        name: str,
+        *,
+        canary_version: int | None | str = KEEP,
+        canary_weight: float | str = KEEP,
+        shadow_version: int | None | str = KEEP,
+        standby_version: int | None | str = KEEP,
+        steps: list[float] | None | str = KEEP,
+        reason: str = "",
+    ) -> dict[str, Any]:
+        """Change the serving traffic state of ``name`` (developer role or above); fields not
+        given keep their value, ``None`` clears a version. The gateways apply it within
+        seconds (event ``traffic_changed``). Returns the new state.
+
+        Example::
+
+            reg.set_traffic("churn", canary_version=4, canary_weight=10, steps=[10, 50, 100])
+            reg.set_traffic("churn", canary_weight=0, reason="rollback")
+        """
+        changes = {
+            k: v
+            for k, v in (
+                ("canary_version", canary_version),
+                ("canary_weight", canary_weight),
+                ("shadow_version", shadow_version),
+                ("standby_version", standby_version),
+                ("steps", steps),
+            )
+            if not (isinstance(v, str) and v == KEEP)
+        }
+        return self._command("set_traffic", name=name, reason=reason, **changes)
+
+    def get_traffic(self, name: str) -> dict[str, Any]:
+        """The serving traffic state of ``name``: ``canary_version``, ``canary_weight``,
+        ``shadow_version``, ``standby_version``, ``steps``, ``updated_at/by``, ``reason``."""
+        return self._query("get_traffic", name=name)
 
     def requires_approval(self, name: str, alias: str = "production") -> bool:
         return self._call("requires_approval", self.principal, name, alias)

@@ -38,6 +38,7 @@ class EventKind:
     PROMOTION_REQUESTED = "promotion_requested"
     PROMOTION_APPROVED = "promotion_approved"
     PROMOTION_REJECTED = "promotion_rejected"
+    TRAFFIC_CHANGED = "traffic_changed"
 
 
 #: Events a serving gateway or CI hook reacts to.
@@ -49,6 +50,7 @@ PROMOTION_KINDS = frozenset(
         EventKind.PROMOTION_REQUESTED,
         EventKind.PROMOTION_APPROVED,
         EventKind.PROMOTION_REJECTED,
+        EventKind.TRAFFIC_CHANGED,
     }
 )
 MODEL_KINDS = PROMOTION_KINDS | {EventKind.MODEL_CREATED, EventKind.VERSION_REGISTERED}

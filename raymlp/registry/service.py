@@ -36,6 +36,7 @@ from raymlp.registry.events import Event
 from raymlp.registry.rbac import Action, Actor, authorize, resolve_actor
 from raymlp.registry.state import RegistryState
 from raymlp.registry.tracking import TrackingCommands
+from raymlp.registry.traffic import TrafficCommands
 from raymlp.registry.views import RegistryViews
 from raymlp.registry.webhooks import WebhookDispatcher
 from raymlp.storage import Storage
@@ -54,6 +55,7 @@ COMMANDS = {
     "request_promotion": ("models", "request_promotion"),
     "approve": ("models", "approve"),
     "reject": ("models", "reject"),
+    "set_traffic": ("traffic", "set_traffic"),
     "create_experiment": ("tracking", "create_experiment"),
     "start_run": ("tracking", "start_run"),
     "log_params": ("tracking", "log_params"),
@@ -76,6 +78,7 @@ QUERIES = (
     "list_experiments",
     "get_run",
     "search_runs",
+    "get_traffic",
 )
 
 
@@ -94,6 +97,7 @@ class RegistryService:
             self.state, self.settings, lambda n, v: storage.uri("models", n, str(v))
         )
         self.tracking = TrackingCommands(self.state)
+        self.traffic = TrafficCommands(self.models)
         self.views = RegistryViews(self.state, self.settings, self.models, self.tracking)
         self.recent: deque[Event] = deque(maxlen=self.settings.event_buffer)
         self.webhooks = WebhookDispatcher(self.settings.webhooks, webhook_env)

@@ -63,6 +63,8 @@ class ModelRecord:
     #: Per alias, the earlier holders (a stack): rollback pops it.
     alias_history: dict[str, list[int]] = field(default_factory=dict)
     next_version: int = 1
+    #: The serving traffic state (canary, shadow, standby, steps): see ``traffic.py``.
+    traffic: dict[str, Any] = field(default_factory=dict)
 
     def aliases_of(self, version: int) -> list[str]:
         return sorted(a for a, v in self.aliases.items() if v == version)
@@ -327,6 +329,17 @@ def _promotion_decided(st: RegistryState, ev: Event) -> None:
     req.comment = ev.payload.get("comment") or ev.payload.get("reason") or ""
 
 
+def _traffic_changed(st: RegistryState, ev: Event) -> None:
+    model = st.models.get(ev.payload["name"])
+    if model is not None:
+        model.traffic = {
+            **ev.payload["after"],
+            "updated_at": ev.ts,
+            "updated_by": ev.principal,
+            "reason": ev.payload.get("reason") or "",
+        }
+
+
 _HANDLERS = {
     EventKind.EXPERIMENT_CREATED: _experiment_created,
     EventKind.RUN_STARTED: _run_started,
@@ -343,4 +356,5 @@ _HANDLERS = {
     EventKind.PROMOTION_REQUESTED: _promotion_requested,
     EventKind.PROMOTION_APPROVED: _promotion_decided,
     EventKind.PROMOTION_REJECTED: _promotion_decided,
+    EventKind.TRAFFIC_CHANGED: _traffic_changed,
 }

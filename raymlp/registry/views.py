@@ -26,6 +26,7 @@ from raymlp.registry.state import (
     VersionRecord,
 )
 from raymlp.registry.tracking import TrackingCommands
+from raymlp.registry.traffic import traffic_view
 
 __all__ = ["RegistryViews", "version_dict", "run_dict", "request_dict"]
 
@@ -125,6 +126,10 @@ class RegistryViews:
                 raise NotFoundError(f"model {name!r} has no versions", kind="version", name=name)
             version = max(model.versions)
         return version_dict(model, self.models.version(model, version))
+
+    def get_traffic(self, actor: Actor, name: str) -> dict[str, Any]:
+        """The serving traffic state of a model (canary, shadow, standby, steps)."""
+        return traffic_view(self.models.model(actor, name))
 
     def resolve(self, actor: Actor, name: str, alias: str) -> int:
         model = self.models.model(actor, name)

@@ -1,0 +1,177 @@
+"""The traffic state of a model: what the serving gateways route besides the stable alias.
+
+One small record per model, changed only by ``set_traffic`` (one ``traffic_changed`` event
+with ``before`` and ``after``), so it is durable, audited, replayed after a restart and pushed
+to every subscriber — a gateway applies a canary weight within seconds, without a redeploy::
+
+    canary_version / canary_weight   a version and the percent of entities routed to it
+    shadow_version                   a version that gets copies of live traffic (never answers)
+    standby_version                  the previous stable version, kept warm for rollback
+    steps                            the canary's step plan (percentages, increasing)
+
+Fields not given keep their value (:data:`KEEP`); ``None`` clears a version. Clearing the
+canary version also sets its weight to 0::
+
+    plan = TrafficCommands(models).set_traffic(actor, "churn", canary_version=4,
+                                               canary_weight=10, reason="canary 10%")
+    plan.events[0].kind          # 'traffic_changed'
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from raymlp.errors import ConflictError, ValidationError
+from raymlp.registry.commands import ModelCommands, Plan
+from raymlp.registry.events import Event, EventKind
+from raymlp.registry.rbac import Action, Actor
+from raymlp.registry.state import ModelRecord
+
+__all__ = ["KEEP", "TRAFFIC_FIELDS", "EMPTY_TRAFFIC", "TrafficCommands", "traffic_view"]
+
+#: Default of every ``set_traffic`` field: leave it as it is.
+KEEP = "keep"
+
+#: The fields of a traffic state, with their empty values.
+EMPTY_TRAFFIC: dict[str, Any] = {
+    "canary_version": None,
+    "canary_weight": 0.0,
+    "shadow_version": None,
+    "standby_version": None,
+    "steps": [],
+}
+TRAFFIC_FIELDS = tuple(EMPTY_TRAFFIC)
+
+
+def traffic_view(model: ModelRecord) -> dict[str, Any]:
+    """The traffic state of ``model`` (empty fields when it never had one)."""
+    t = model.traffic
+    out = {"name": model.name, **EMPTY_TRAFFIC, **{k: t[k] for k in TRAFFIC_FIELDS if k in t}}
+    out["steps"] = list(out["steps"])
+    out["updated_at"] = t.get("updated_at")
+    out["updated_by"] = t.get("updated_by")
+    out["reason"] = t.get("reason", "")
+    return out
+
+
+def _weight(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValidationError(
+            f"canary_weight {value!r} is not a number (rule: a percentage 0..100)",
+            field="canary_weight",
+            value=repr(value),
+            rule="0..100",
+        )
+    w = float(value)
+    if not math.isfinite(w) or not 0.0 <= w <= 100.0:
+        raise ValidationError(
+            f"canary_weight {w} is out of range (rule: a percentage 0..100)",
+            field="canary_weight",
+            value=w,
+            rule="0..100",
+        )
+    return w
+
+
+def _steps(value: Any) -> list[float]:
+    if not isinstance(value, list | tuple) or any(
+        isinstance(s, bool) or not isinstance(s, numbers.Real) for s in value
+    ):
+        raise ValidationError(
+            f"steps {value!r} is not a list of percentages (rule: e.g. [5, 25, 50, 100])",
+            field="steps",
+            rule="list of numbers",
+        )
+    steps = [float(s) for s in value]
+    if any(not 0 < s <= 100 for s in steps) or any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValidationError(
+            f"steps {steps!r} (rule: strictly increasing, each 0 < step <= 100)",
+            field="steps",
+            value=steps,
+            rule="increasing percentages",
+        )
+    return steps
+
+
+class TrafficCommands:
+    """``set_traffic``: check the change against the model, then one ``traffic_changed`` event."""
+
+    def __init__(self, models: ModelCommands) -> None:
+        self.models = models
+
+    def _version(self, model: ModelRecord, field: str, value: Any, live: bool) -> int | None:
+        if value is None:
+            return None
+        try:
+            rec = self.models.version(model, value)
+        except ValidationError as e:
+            raise ValidationError(
+                f"{field}: {e.message}", **{**e.context, "field": field}
+            ) from None
+        if live and rec.stage == "archived":
+            raise ConflictError(
+                f"model {model.name!r} version {rec.version} is archived (rule: {field} must be "
+                "a live version; restore it to staging first)",
+                field=field,
+                value=rec.version,
+            )
+        return rec.version
+
+    def set_traffic(
+        self,
+        actor: Actor,
+        name: Any,
+        *,
+        canary_version: Any = KEEP,
+        canary_weight: Any = KEEP,
+        shadow_version: Any = KEEP,
+        standby_version: Any = KEEP,
+        steps: Any = KEEP,
+        reason: Any = "",
+    ) -> Plan:
+        """Change some fields of ``name``'s traffic state (developer role or above)."""
+        model = self.models.model(actor, name, Action.WRITE)
+        before = {k: traffic_view(model)[k] for k in TRAFFIC_FIELDS}
+        after = dict(before)
+        if canary_version != KEEP:
+            after["canary_version"] = self._version(model, "canary_version", canary_version, True)
+            if after["canary_version"] is None:
+                after["canary_weight"] = 0.0
+        if canary_weight != KEEP:
+            after["canary_weight"] = _weight(canary_weight)
+        if shadow_version != KEEP:
+            after["shadow_version"] = self._version(model, "shadow_version", shadow_version, True)
+        if standby_version != KEEP:
+            after["standby_version"] = self._version(
+                model, "standby_version", standby_version, False
+            )
+        if steps != KEEP:
+            after["steps"] = _steps(steps) if steps is not None else []
+        if after["canary_weight"] > 0 and after["canary_version"] is None:
+            raise ValidationError(
+                f"canary_weight {after['canary_weight']} without a canary version (rule: set "
+                "canary_version too)",
+                field="canary_version",
+                rule="a weight needs a version",
+            )
+        if not isinstance(reason, str):
+            raise ValidationError(f"reason {reason!r} is not text", field="reason")
+        result = {"name": model.name, **after}
+        if after == before:
+            return Plan([], result)
+        ev = Event(
+            kind=EventKind.TRAFFIC_CHANGED,
+            entity=f"model:{model.name}",
+            principal=actor.name,
+            tenant=model.tenant,
+            payload={
+                "name": model.name,
+                "before": before,
+                "after": after,
+                "reason": reason,
+                "result": result,
+            },
+        )
+        return Plan([ev], result)

@@ -1,0 +1,600 @@
+"""The ``Gateway`` deployment: the FastAPI ingress of the serving application.
+
+Per request: authenticate (API key → principal and tenant), validate against the model
+signature, pick the version (stable, sticky canary, or a pinned ``version``), answer from the
+response cache or through the fallback chain (primary → fallback model → rule → default, each
+guarded), copy to the shadow version, log the record for the monitor. Errors always have one
+shape (:mod:`raymlp.serving.errors`). The routing table follows the registry live
+(:mod:`raymlp.serving.table`).
+
+Endpoints: ``POST /v1/predictions``, ``POST /v1/predictions:batch``, ``POST /v1/feedback``,
+``GET /v1/models``, ``GET /v1/models/{model_id}``, ``GET /healthz``, ``GET /readyz``; the
+OpenAPI document is ``/openapi.json`` (docs at ``/docs``).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at
+# runtime, and the deployment class travels to replicas by value (cloudpickle), where string
+# annotations could not be resolved.
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from fastapi import Depends, Request
+from pydantic import ValidationError as PydanticValidationError
+from ray import serve
+from starlette.responses import Response
+
+from raymlp.config import Principal, ServeAppConfig
+from raymlp.errors import (
+    NotFoundError,
+    OverloadedError,
+    RayMLPError,
+    UnavailableError,
+    error_for_code,
+)
+from raymlp.registry.signature import validate_request
+from raymlp.serving.api import (
+    ERROR_RESPONSES,
+    app,
+    json_response,
+    raise_remote,
+    request_error,
+    request_id,
+    set_authenticator,
+)
+from raymlp.serving.api import principal as caller
+from raymlp.serving.auth import Authenticator
+from raymlp.serving.breaker import BreakerBoard
+from raymlp.serving.cache import ResponseCache, cache_key
+from raymlp.serving.chain import Answer, Step, run_chain
+from raymlp.serving.errors import error_body
+from raymlp.serving.predlog import PredictionLog
+from raymlp.serving.routing import ModelRoute, VersionInfo, choose
+from raymlp.serving.schemas import (
+    BatchPredictionRequest,
+    BatchPredictionResponse,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    Instance,
+    ModelsResponse,
+    PredictionRequest,
+    PredictionResponse,
+)
+from raymlp.serving.shadow import ShadowRunner
+from raymlp.serving.table import WATCHED_EVENTS, RoutingTable
+
+__all__ = ["Gateway", "app"]
+
+logger = logging.getLogger(__name__)
+
+
+@serve.deployment
+@serve.ingress(app)
+class Gateway:
+    """The ingress (see the module docstring). Built by :func:`raymlp.serving.app.build_app`."""
+
+    async def __init__(
+        self,
+        app_config: dict[str, Any],
+        model_server: Any,
+        fallback_server: Any = None,
+        platform_config: dict[str, Any] | None = None,
+    ) -> None:
+        from raymlp.serving._platform import service_platform
+
+        self.cfg = ServeAppConfig.model_validate(app_config)
+        self._pools = {"primary": model_server, "fallback": fallback_server or model_server}
+        self._handles: dict[tuple[str, str, str], Any] = {}
+        loop = asyncio.get_running_loop()
+        self._platform = await loop.run_in_executor(
+            None, service_platform, self.cfg.principal, platform_config
+        )
+        self.auth = Authenticator(self._platform.config.auth)
+        set_authenticator(self.auth)
+        self.cache = ResponseCache(self.cfg.cache.max_entries, self.cfg.cache.ttl.total_seconds())
+        self.breakers = BreakerBoard(self.cfg.breaker)
+        self.log = PredictionLog(self._platform, self.cfg.prediction_log)
+        self.shadow = ShadowRunner(self.cfg.shadow, report=self.log.prediction)
+        self.table = RoutingTable(self.cfg, self._platform.registry, self._warm)
+        self._models = {m.name: m for m in self.cfg.models}
+        self._inflight = 0
+        self.counts: Counter[str] = Counter()
+        try:
+            await asyncio.wait_for(self.table.refresh_all(), self.cfg.timeouts.warmup_s)
+        except TimeoutError:
+            logger.warning("initial warm-up did not finish in %ss", self.cfg.timeouts.warmup_s)
+        self._loop = loop
+        self._watcher = await loop.run_in_executor(
+            None, lambda: self._platform.registry.subscribe(self._on_event, kinds=WATCHED_EVENTS)
+        )
+        self._periodic = asyncio.ensure_future(self._refresh_periodically())
+
+    # -- registry events and warm-up ---------------------------------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """Called on the watcher's thread: hand over to the event loop."""
+        for name in self.table.affected(event):
+            self._loop.call_soon_threadsafe(self.table.schedule, name)
+
+    async def _refresh_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.gateway.refresh_interval_s)
+            await self.table.refresh_all()
+
+    def _handle(self, pool: str, model_id: str, method: str = "predict") -> Any:
+        key = (pool, model_id, method)
+        h = self._handles.get(key)
+        if h is None:
+            h = self._handles[key] = self._pools[pool].options(
+                multiplexed_model_id=model_id, method_name=method
+            )
+        return h
+
+    async def _warm(self, pool: str, vi: VersionInfo) -> Any:
+        return await self._handle(pool, vi.model_id, "warmup").remote()
+
+    async def _call(self, pool: str, model_id: str, item: dict[str, Any]) -> dict[str, Any]:
+        resp = self._handle(pool, model_id).remote(item)
+        try:
+            out = await resp
+        except asyncio.CancelledError:
+            resp.cancel()  # a timed-out step: free the server's slot
+            raise
+        return raise_remote(out)
+
+    # -- the prediction path -----------------------------------------------------------------
+
+    def _route(self, principal: Principal, model_id: str) -> ModelRoute:
+        route = self.table.get(model_id)
+        if route is None:
+            raise NotFoundError(
+                f"model {model_id!r} is not served here", kind="model", name=model_id
+            )
+        self.auth.check_tenant(principal, model_id, route.tenant)
+        return route
+
+    async def _answer(
+        self,
+        principal: Principal,
+        route: ModelRoute,
+        inst: Instance,
+        pinned: int | None,
+        routing_header: str | None,
+        rid: str,
+    ) -> tuple[Answer, dict[str, Any] | None, str]:
+        """The answer to one instance, the features to log, and the route label tried."""
+        mcfg = self._models[route.name]
+        features, entity = inst.features, inst.entity
+        key_values: dict[str, Any] = {}
+        if features and mcfg.entity_keys:
+            key_values = {k: features[k] for k in mcfg.entity_keys if k in features}
+            if key_values:
+                features = {k: v for k, v in features.items() if k not in key_values}
+        routing_key = routing_header
+        if routing_key is None:
+            ids = entity or key_values
+            if ids:
+                keys = mcfg.entity_keys or sorted(ids)
+                routing_key = "|".join(str(ids.get(k)) for k in keys)
+        if pinned is not None:
+            vinfo: VersionInfo | None = await self.table.version(route.name, pinned)
+            label = "primary"
+            if not self.table.is_warm("primary", vinfo):
+                await self.table.ensure_warm("primary", vinfo)  # a pinned cold version
+        else:
+            vinfo, label = choose(route, routing_key)
+        validated = None
+        if entity is None and vinfo is not None and vinfo.signature is not None:
+            validated = validate_request(vinfo.signature, features or {})
+        logged = validated if validated is not None else features
+        ckey = None
+        if (
+            self.cfg.cache.enabled
+            and vinfo is not None
+            and (entity is None or self.cfg.cache.entity_requests)
+        ):
+            ckey = (
+                cache_key(route.name, vinfo.version, validated)
+                if entity is None
+                else cache_key(route.name, vinfo.version, {"e": entity, "f": features}, "e")
+            )
+            hit = self.cache.get(ckey)
+            if hit is not None:
+                return (
+                    Answer(
+                        route="cache",
+                        model_version=str(vinfo.version),
+                        prediction=hit[0],
+                        probability=hit[1],
+                        version=vinfo.version,
+                        features=hit[2],
+                    ),
+                    logged or hit[2],
+                    label,
+                )
+        item = {
+            "features": validated if validated is not None else features,
+            "entity": entity,
+            "validated": validated is not None,
+        }
+        raw = {"features": features, "entity": entity, "validated": False}
+        steps: list[Step] = []
+        timeouts = self.cfg.timeouts
+        if vinfo is not None:
+            steps.append(
+                Step(
+                    label,
+                    vinfo.model_id,
+                    lambda: self._call("primary", vinfo.model_id, item),
+                    timeouts.primary_s,
+                    str(vinfo.version),
+                    vinfo.version,
+                )
+            )
+        stable = route.stable
+        if label == "canary" and stable is not None:
+            steps.append(
+                Step(
+                    "primary",
+                    stable.model_id,
+                    lambda: self._call("primary", stable.model_id, raw),
+                    timeouts.primary_s,
+                    str(stable.version),
+                    stable.version,
+                )
+            )
+        fb = route.fallback
+        if fb is not None:
+            steps.append(
+                Step(
+                    "fallback",
+                    fb.model_id,
+                    lambda: self._call("fallback", fb.model_id, raw),
+                    timeouts.fallback_s,
+                    fb.model_id,
+                    None,
+                )
+            )
+        live: asyncio.Future | None = None
+        shadow = route.shadow
+        if shadow is not None and pinned is None and shadow.version != (vinfo and vinfo.version):
+            live = asyncio.get_running_loop().create_future()
+            base = {
+                "request_id": rid,
+                "model": route.name,
+                "tenant": principal.tenant,
+                "features": logged,
+            }
+            self.shadow.start(
+                route.name,
+                shadow.version,
+                lambda: self._call("primary", shadow.model_id, raw),
+                live,
+                base,
+            )
+        try:
+            ans = await run_chain(steps, self.breakers, mcfg.rules, logged, mcfg.default_response)
+        except BaseException:
+            if live is not None:
+                live.set_result(None)
+            raise
+        if live is not None:
+            live.set_result(
+                {"prediction": ans.prediction, "probability": ans.probability}
+                if ans.route in ("primary", "canary")
+                else None
+            )
+        if (
+            ckey is not None
+            and ans.route in ("primary", "canary")
+            and ans.version == (vinfo.version if vinfo else None)
+        ):
+            self.cache.put(ckey, (ans.prediction, ans.probability, ans.features))
+        return ans, logged if entity is None else (ans.features or logged), label
+
+    def _record(
+        self,
+        rid: str,
+        model: str,
+        principal: Principal,
+        t0: float,
+        ans: Answer | None,
+        features: Any,
+        label: str,
+        err: RayMLPError | None = None,
+    ) -> dict[str, Any]:
+        latency_ms = (time.perf_counter() - t0) * 1000
+        if ans is not None:
+            self.counts[ans.route] += 1
+            rec = {
+                "request_id": rid,
+                "model": model,
+                "route": ans.route,
+                "version": ans.version if ans.route in ("primary", "canary", "cache") else None,
+                "tenant": principal.tenant,
+                "features": features,
+                "prediction": ans.prediction,
+                "probability": ans.probability,
+                "latency_ms": latency_ms,
+                "status": "ok",
+                "error_code": ans.failures[0][1] if ans.failures else None,
+            }
+        else:
+            self.counts[f"error:{err.code if err else 'unknown'}"] += 1
+            rec = {
+                "request_id": rid,
+                "model": model,
+                "route": label,
+                "version": None,
+                "tenant": principal.tenant,
+                "features": features,
+                "prediction": None,
+                "probability": None,
+                "latency_ms": latency_ms,
+                "status": "error",
+                "error_code": err.code if err else "unknown",
+            }
+        self.log.prediction(rec)
+        return rec
+
+    def _admit(self) -> None:
+        if self._inflight >= self.cfg.gateway.max_inflight:
+            self.counts["shed"] += 1
+            raise OverloadedError(
+                f"the gateway has {self._inflight} requests in flight (rule: at most "
+                f"{self.cfg.gateway.max_inflight}); retry later",
+                reason="max_inflight",
+            )
+
+    @app.post("/v1/predictions", response_model=PredictionResponse, responses=ERROR_RESPONSES)
+    async def predict(
+        self, body: PredictionRequest, request: Request, principal: Principal = Depends(caller)
+    ) -> Response:
+        """One prediction, by features or by entity (features from the online store)."""
+        t0 = time.perf_counter()
+        rid = request_id(request)
+        self._admit()
+        self._inflight += 1
+        ans, feats, label = None, body.features, "primary"
+        try:
+            route = self._route(principal, body.model_id)
+            ans, feats, label = await self._answer(
+                principal,
+                route,
+                body,
+                body.version,
+                request.headers.get(self.cfg.gateway.routing_header),
+                rid,
+            )
+        except Exception as e:  # noqa: BLE001 - every failure gets the error schema
+            status, payload = error_body(e, rid)
+            self._record(
+                rid,
+                body.model_id,
+                principal,
+                t0,
+                None,
+                feats,
+                label,
+                error_for_code(payload["error"]["code"])(payload["error"]["message"]),
+            )
+            return json_response(payload, status)
+        finally:
+            self._inflight -= 1
+        rec = self._record(rid, body.model_id, principal, t0, ans, feats, label)
+        return json_response(
+            {
+                "prediction": ans.prediction,
+                "probability": ans.probability,
+                "model_version": ans.model_version,
+                "latency_ms": rec["latency_ms"],
+                "request_id": rid,
+                "route": ans.route,
+                "model_id": body.model_id,
+            }
+        )
+
+    @app.post(
+        "/v1/predictions:batch", response_model=BatchPredictionResponse, responses=ERROR_RESPONSES
+    )
+    async def predict_batch(
+        self,
+        body: BatchPredictionRequest,
+        request: Request,
+        principal: Principal = Depends(caller),
+    ) -> Response:
+        """Many instances of one model; answered in order (ids ``<request_id>-<i>``)."""
+        t0 = time.perf_counter()
+        rid = request_id(request)
+        self._admit()
+        self._inflight += 1
+        try:
+            route = self._route(principal, body.model_id)
+            header = request.headers.get(self.cfg.gateway.routing_header)
+            results = await asyncio.gather(
+                *(
+                    self._answer(principal, route, inst, body.version, header, f"{rid}-{i}")
+                    for i, inst in enumerate(body.instances)
+                ),
+                return_exceptions=True,
+            )
+            out = []
+            for i, res in enumerate(results):
+                if isinstance(res, BaseException):
+                    status, payload = error_body(res, rid)
+                    err = payload["error"]
+                    details = err["details"] if isinstance(err["details"], dict) else {}
+                    if "field" in details:
+                        details["field"] = f"instances[{i}].{details['field']}"
+                    details["instance"] = i
+                    self._record(
+                        f"{rid}-{i}",
+                        body.model_id,
+                        principal,
+                        t0,
+                        None,
+                        body.instances[i].features,
+                        "primary",
+                        error_for_code(err["code"])(err["message"]),
+                    )
+                    return json_response(
+                        {
+                            "error": {
+                                **err,
+                                "message": f"instances[{i}]: {err['message']}",
+                                "details": details,
+                            }
+                        },
+                        status,
+                    )
+                ans, feats, label = res
+                rec = self._record(f"{rid}-{i}", body.model_id, principal, t0, ans, feats, label)
+                out.append(
+                    {
+                        "prediction": ans.prediction,
+                        "probability": ans.probability,
+                        "model_version": ans.model_version,
+                        "latency_ms": rec["latency_ms"],
+                        "request_id": f"{rid}-{i}",
+                        "route": ans.route,
+                        "model_id": body.model_id,
+                    }
+                )
+        except Exception as e:  # noqa: BLE001
+            status, payload = error_body(e, rid)
+            return json_response(payload, status)
+        finally:
+            self._inflight -= 1
+        return json_response(
+            {"predictions": out, "request_id": rid, "latency_ms": (time.perf_counter() - t0) * 1000}
+        )
+
+    @app.post(
+        "/v1/feedback", response_model=FeedbackResponse, status_code=202, responses=ERROR_RESPONSES
+    )
+    async def feedback(
+        self, body: FeedbackRequest, request: Request, principal: Principal = Depends(caller)
+    ) -> Response:
+        """The ground truth of an earlier prediction (for accuracy monitoring)."""
+        if body.model_id is not None:
+            self._route(principal, body.model_id)
+        self.log.feedback(body.request_id, body.label, body.model_id)
+        return json_response({"request_id": body.request_id, "accepted": True}, 202)
+
+    # -- introspection -------------------------------------------------------------------------
+
+    def _describe(self, route: ModelRoute, detail: bool = False) -> dict[str, Any]:
+        d = route.describe()
+        if detail:
+            ids = [
+                v.model_id
+                for v in (route.stable, route.canary, route.shadow, route.fallback)
+                if v is not None
+            ]
+            d["breakers"] = {k: v for k, v in self.breakers.snapshot().items() if k in ids}
+            d["shadow_stats"] = self.shadow.stats(route.name) if route.shadow else None
+            sig = route.stable.signature if route.stable else None
+            d["signature"] = sig.model_dump(mode="json") if sig else None
+            d["entity_keys"] = self._models[route.name].entity_keys
+        return d
+
+    @app.get("/v1/models", response_model=ModelsResponse, responses=ERROR_RESPONSES)
+    async def list_models(self, principal: Principal = Depends(caller)) -> Response:
+        """The served models the caller's tenant may use: versions and traffic split."""
+        models = [
+            self._describe(r)
+            for r in self.table.routes.values()
+            if self.auth.can_see(principal, r.tenant)
+        ]
+        return json_response({"models": models})
+
+    @app.get("/v1/models/{model_id}", responses=ERROR_RESPONSES)
+    async def get_model(self, model_id: str, principal: Principal = Depends(caller)) -> Response:
+        """One served model: versions, traffic, breakers, shadow comparison, signature."""
+        return json_response(self._describe(self._route(principal, model_id), detail=True))
+
+    @app.get("/healthz")
+    async def healthz(self) -> Response:
+        """Alive."""
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", responses={503: {"model": ErrorResponse}})
+    async def readyz(self) -> Response:
+        """Ready when every served model has a warm stable version."""
+        not_ready = {n: list(r.problems) for n, r in self.table.routes.items() if not r.ready}
+        if not_ready:
+            status, payload = error_body(
+                UnavailableError(
+                    "not every served model has a warm stable version", not_ready=not_ready
+                )
+            )
+            return json_response(payload, status)
+        return json_response(
+            {
+                "status": "ready",
+                "models": {n: r.stable.version for n, r in self.table.routes.items() if r.stable},
+            }
+        )
+
+    # -- handle-only methods (ServeClient, jobs) -------------------------------------------------
+
+    async def infer(self, request: dict[str, Any], api_key: str | None = None) -> dict[str, Any]:
+        """``POST /v1/predictions`` through a DeploymentHandle (batch and streaming jobs): the
+        same routing, chain, cache and log. Errors come back as ``{"error": {...}}``. Without
+        ``api_key`` the caller is trusted in-cluster code and acts as the service principal."""
+        t0 = time.perf_counter()
+        rid = uuid.uuid4().hex
+        try:
+            body = PredictionRequest.model_validate(request)
+        except PydanticValidationError as e:
+            return error_body(request_error(list(e.errors())), rid)[1]
+        headers = {"x-api-key": api_key} if api_key else {}
+        try:
+            principal = (
+                self.auth.authenticate(headers)
+                if api_key or not self.auth.enabled
+                else self._platform.principal
+            )
+            route = self._route(principal, body.model_id)
+            ans, feats, label = await self._answer(principal, route, body, body.version, None, rid)
+        except Exception as e:  # noqa: BLE001
+            return error_body(e, rid)[1]
+        rec = self._record(rid, body.model_id, principal, t0, ans, feats, label)
+        return {
+            "prediction": ans.prediction,
+            "probability": ans.probability,
+            "model_version": ans.model_version,
+            "latency_ms": rec["latency_ms"],
+            "request_id": rid,
+            "route": ans.route,
+            "model_id": body.model_id,
+        }
+
+    async def routing_status(self, refresh: bool = False) -> dict[str, Any]:
+        """Every route (``refresh``: re-read the registry first)."""
+        if refresh:
+            await self.table.refresh_all()
+        return {n: self._describe(r, detail=True) for n, r in self.table.routes.items()}
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            "counts": dict(self.counts),
+            "cache": self.cache.stats(),
+            "inflight": self._inflight,
+            "shadow_inflight": self.shadow.inflight,
+            "prediction_log": self.log.stats(),
+            "refreshes": self.table.refreshes,
+        }
+
+    async def recent_records(self, n: int = 100) -> list[dict[str, Any]]:
+        """The last ``n`` prediction records of this replica (debugging, tests)."""
+        return list(self.log.recent)[-n:]
+
+    def __del__(self) -> None:
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.stop()

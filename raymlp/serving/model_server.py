@@ -1,0 +1,427 @@
+"""The ``ModelServer`` deployment: many model versions per replica, batched inference.
+
+- **Multiplexed by version id**: a request carries ``multiplexed_model_id="name:version"``;
+  ``get_model`` (``@serve.multiplexed``, an LRU bounded by ``max_models_per_replica``) loads the
+  version's artifact from the registry on first use with the training package's loader, so the
+  saved preprocessing runs exactly as in training. Serve routes a model id to the replicas that
+  already hold it. A promotion therefore needs no redeploy: the gateway asks for another id.
+- **Batched**: concurrent requests are grouped by ``@serve.batch`` (size and wait from the serve
+  config, changeable live through ``user_config``) and scored in one vectorised forward pass on
+  the version's own worker thread, so the event loop keeps accepting requests while a batch runs.
+  Each version has its own batch queue and thread: a slow version (a shadow, a sick canary)
+  never delays another. A lone request of a version runs at once (``bypass_when_idle``) instead
+  of waiting for company.
+- **Online features**: the entity requests of a batch are looked up in the online store in one
+  call, then validated against the version's signature (errors name the field, per request).
+
+Answers are plain dicts — ``{"prediction", "probability"}`` or ``{"error": {...}}`` for a
+request-level error — so one bad request never fails its batch-mates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import weakref
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ray import serve
+
+from raymlp.config import ServeAppConfig, ServeBatching
+from raymlp.errors import NotFoundError, RayMLPError, ValidationError
+from raymlp.registry.signature import Signature, parse_signature, validate_request
+
+__all__ = ["ModelServer", "ServedModel", "parse_model_id"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_model_id(model_id: str) -> tuple[str, int]:
+    """``"customer-churn:3"`` → ``("customer-churn", 3)``."""
+    name, sep, version = model_id.rpartition(":")
+    if not sep or not name or not version.isdigit():
+        raise ValidationError(
+            f"model id {model_id!r} is not 'name:version'",
+            field="model_id",
+            value=model_id,
+            rule="name:version",
+        )
+    return name, int(version)
+
+
+def _feature_column(ref: str) -> str:
+    view, _, feature = ref.partition(":")
+    return f"{view}__{feature}"
+
+
+class ServedModel:
+    """One loaded version: the predictor and what answering with it needs."""
+
+    def __init__(
+        self,
+        model_id: str,
+        predictor: Any,
+        signature: Signature | None,
+        feature_refs: dict[str, str] | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self.name, self.version = parse_model_id(model_id)
+        self.predictor = predictor
+        self.signature = signature
+        inputs = set(predictor.input_names)
+        #: {input name: "view:feature"} looked up for entity requests
+        self.refs = {name: ref for name, ref in (feature_refs or {}).items() if name in inputs}
+        self.lookup = sorted(set(self.refs.values()))
+        self.column_to_input = {_feature_column(ref): name for name, ref in self.refs.items()}
+        neg, pos = list(predictor.class_names)[:2]
+        self._labels = (neg, pos)
+        self._threshold = float(predictor.threshold)
+        self.loaded_at = time.time()
+        #: One inference thread per version: a slow version (a shadow, a sick canary) never
+        #: queues another version's batches behind its own.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model_id}")
+        #: its ``@serve.batch`` queue (set by the server once loaded)
+        self.batched: Any = None
+        #: requests of this version in the replica right now (the idle-bypass test)
+        self.inflight = 0
+
+    def __del__(self) -> None:
+        # Called by the multiplexer when the LRU unloads this version (and by the GC): stop
+        # its inference thread and its batch queue's task (best effort; Serve has no API).
+        executor = getattr(self, "executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False)
+        batched, self.batched = getattr(self, "batched", None), None
+        try:
+            queue = batched.set_max_batch_size.__self__._queue if batched is not None else None
+            task = getattr(queue, "_handle_batch_task", None)
+            if task is not None:
+                queue._loop.call_soon_threadsafe(task.cancel)
+        except Exception:  # noqa: BLE001 - cleanup must never raise
+            pass
+
+    @classmethod
+    def with_refs(
+        cls, model_id: str, predictor: Any, signature: Signature | None, refs: list[str] | None
+    ) -> ServedModel:
+        """Use the serve config's ``features`` (``view:feature``) instead of the artifact's."""
+        recorded = dict(predictor.spec.get("feature_refs") or {})
+        if refs:
+            inputs = set(predictor.input_names)
+            recorded = {}
+            for ref in refs:
+                short = ref.partition(":")[2]
+                recorded[short if short in inputs else _feature_column(ref)] = ref
+        return cls(model_id, predictor, signature, recorded)
+
+    def label(self, probability: float) -> str:
+        return self._labels[1] if probability >= self._threshold else self._labels[0]
+
+    def probe_row(self) -> dict[str, Any]:
+        """A representative input (train means, most frequent categories) for warm-up."""
+        row: dict[str, Any] = {}
+        for spec in self.predictor.preprocessor.columns:
+            if spec.kind == "numeric":
+                row[spec.name] = float(spec.mean)
+            else:
+                row[spec.name] = spec.categories[0] if spec.categories else None
+        return row
+
+
+class ModelServer:
+    """Serves versions by id (``name:version``) with batching; see the module docstring.
+
+    Deployed by :func:`raymlp.serving.app.build_app` twice: the primary pool and, on replicas of
+    its own, the fallback pool (``pool="fallback"``).
+    """
+
+    def __init__(
+        self,
+        app_config: dict[str, Any],
+        pool: str = "primary",
+        platform_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg = ServeAppConfig.model_validate(app_config)
+        self._platform_config = platform_config
+        self.pool = pool
+        self.settings = self.cfg.fallback_server if pool == "fallback" else self.cfg.model_server
+        try:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
+        except Exception:  # noqa: BLE001 - a thread setting is an optimisation
+            logger.warning("could not set torch threads", exc_info=True)
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="raymlp-io")
+        self._platform: Any = None
+        self._loaded: weakref.WeakValueDictionary[str, ServedModel] = weakref.WeakValueDictionary()
+        self._loading: dict[str, asyncio.Future] = {}
+        self._batching = self.settings.batching
+        self._inflight = 0
+        self.max_inflight_seen = 0
+        self.batch_sizes: Counter[int] = Counter()
+        self.requests = 0
+        self.errors = 0
+        self.feature_calls = 0
+        self.loads = 0
+
+        async def _load(model_id: str) -> ServedModel:
+            return await self._load_model(model_id)
+
+        # Wired at init so the LRU bound comes from the config (Serve supports this form).
+        self.get_model = serve.multiplexed(
+            max_num_models_per_replica=self.settings.max_models_per_replica
+        )(_load)
+        self._apply_batching(self._batching)
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def _apply_batching(self, b: ServeBatching) -> None:
+        self._batching = b
+        for model in list(self._loaded.values()):
+            if model.batched is not None:
+                model.batched.set_max_batch_size(b.max_batch_size)
+                model.batched.set_batch_wait_timeout_s(b.batch_wait_timeout_s)
+
+    def _make_batched(self, model_id: str) -> Any:
+        """A ``@serve.batch`` queue of one version: versions never wait behind each other's
+        batches (Serve runs one batch of a queue at a time)."""
+
+        async def predict_batch(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return await self._run(model_id, items)
+
+        b = self._batching
+        return serve.batch(
+            max_batch_size=b.max_batch_size, batch_wait_timeout_s=b.batch_wait_timeout_s
+        )(predict_batch)
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Serve's live update: ``user_config`` holds the ``batching`` settings."""
+        if user_config:
+            self._apply_batching(ServeBatching.model_validate(user_config))
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _platform_client(self) -> Any:
+        if self._platform is None:
+            from raymlp.serving._platform import service_platform
+
+            self._platform = service_platform(self.cfg.principal, self._platform_config)
+        return self._platform
+
+    def _load_sync(self, model_id: str) -> ServedModel:
+        from raymlp.training.artifact import load_predictor
+
+        name, version = parse_model_id(model_id)
+        mv = self._platform_client().registry.get(name, version=version)
+        variant = self.settings.variant
+        try:
+            predictor = load_predictor(mv.artifact_uri, variant=variant)
+        except NotFoundError:
+            if variant == "fp32":
+                raise
+            logger.warning("%s has no %s variant; serving fp32", model_id, variant)
+            predictor = load_predictor(mv.artifact_uri)
+        sig = mv.signature or predictor.signature
+        served_cfg = self.cfg.model(name)
+        return ServedModel.with_refs(
+            model_id,
+            predictor,
+            parse_signature(sig) if sig else None,
+            served_cfg.features if served_cfg else None,
+        )
+
+    async def _load_now(self, model_id: str) -> ServedModel:
+        t0 = time.perf_counter()
+        model = await asyncio.get_running_loop().run_in_executor(
+            self._io, self._load_sync, model_id
+        )
+        model.batched = self._make_batched(model_id)
+        self._loaded[model_id] = model
+        self.loads += 1
+        logger.info("loaded %s in %.0f ms", model_id, (time.perf_counter() - t0) * 1000)
+        return model
+
+    async def _load_model(self, model_id: str) -> ServedModel:
+        # A load outlives the request that started it: a caller that times out (and is
+        # cancelled) must not throw away a half-done load, or a slow load would never finish.
+        task = self._loading.get(model_id)
+        if task is None:
+            task = self._loading[model_id] = asyncio.ensure_future(self._load_now(model_id))
+        try:
+            model = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._loading.pop(model_id, None)
+            raise
+        self._loading.pop(model_id, None)  # the multiplexer holds it now (and may evict it)
+        return model
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def predict(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Answer one request ``{"features"?, "entity"?, "validated"?}`` for the multiplexed id
+        of the call: ``{"prediction", "probability"[, "features"]}`` or ``{"error": {...}}``."""
+        model_id = serve.get_multiplexed_model_id()
+        self.requests += 1
+        self._inflight += 1
+        self.max_inflight_seen = max(self.max_inflight_seen, self._inflight)
+        model: ServedModel | None = None
+        try:
+            model = await self.get_model(model_id)
+            model.inflight += 1
+            b = self._batching
+            if not b.enabled or (b.bypass_when_idle and model.inflight == 1):
+                return (await self._run(model_id, [item]))[0]
+            return await model.batched(item)
+        finally:
+            self._inflight -= 1
+            if model is not None:
+                model.inflight -= 1
+
+    async def _run(self, model_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Features (one online lookup), validation, one forward pass, answers."""
+        self.batch_sizes[len(items)] += 1
+        model: ServedModel = await self.get_model(model_id)
+        n = len(items)
+        out: list[dict[str, Any] | None] = [None] * n
+        rows: list[dict[str, Any] | None] = [None] * n
+        with_entity = [i for i, it in enumerate(items) if it.get("entity")]
+        if with_entity:
+            await self._entity_rows(model, items, with_entity, rows, out)
+        for i, it in enumerate(items):
+            if out[i] is not None:
+                continue
+            if rows[i] is None:
+                rows[i] = it.get("features") or {}
+            if model.signature is not None and not (
+                it.get("validated") and rows[i] is it.get("features")
+            ):
+                try:
+                    rows[i] = validate_request(model.signature, rows[i])
+                except RayMLPError as e:
+                    out[i] = e.to_dict()
+        ok = [i for i in range(n) if out[i] is None]
+        if ok:
+            batch = [rows[i] for i in ok]
+            probs = await asyncio.get_running_loop().run_in_executor(
+                model.executor, model.predictor.predict_proba, batch
+            )
+            for k, i in enumerate(ok):
+                p = float(probs[k])
+                if not math.isfinite(p):
+                    out[i] = ValidationError(
+                        "the model produced a non-finite probability",
+                        field="probability",
+                        rule="finite",
+                    ).to_dict()
+                    continue
+                ans: dict[str, Any] = {"prediction": model.label(p), "probability": p}
+                if items[i].get("entity"):
+                    ans["features"] = rows[i]
+                out[i] = ans
+        self.errors += sum(1 for a in out if a and "error" in a)
+        return out  # type: ignore[return-value]
+
+    async def _entity_rows(
+        self,
+        model: ServedModel,
+        items: list[dict[str, Any]],
+        idx: list[int],
+        rows: list[Any],
+        out: list[Any],
+    ) -> None:
+        """One online-store call for every entity request of the batch."""
+        if not model.lookup:
+            for i in idx:
+                out[i] = ValidationError(
+                    f"model {model.name!r} version {model.version} records no feature "
+                    "references: send 'features' (or set 'features' in the serve config)",
+                    field="entity",
+                    rule="features known",
+                ).to_dict()
+            return
+        entity_rows = [{**(items[i].get("features") or {}), **items[i]["entity"]} for i in idx]
+        features = self._platform_client().features
+        self.feature_calls += 1
+        try:
+            fetched = await asyncio.get_running_loop().run_in_executor(
+                self._io, features.get_online_features, entity_rows, model.lookup
+            )
+        except (ValidationError, NotFoundError) as e:  # e.g. a join key is missing
+            for i in idx:
+                out[i] = e.to_dict()
+            return
+        sig_inputs = model.signature.inputs if model.signature is not None else []
+        for j, i in enumerate(idx):
+            row = fetched[j]
+            status = row.get("_status") or {}
+            if status and all(s == "not_found" for s in status.values()):
+                out[i] = NotFoundError(
+                    f"entity {items[i]['entity']!r} has no online features",
+                    kind="entity",
+                    name=str(items[i]["entity"]),
+                ).to_dict()
+                continue
+            feats = {inp: row.get(col) for col, inp in model.column_to_input.items()}
+            feats.update(items[i].get("features") or {})
+            for spec in sig_inputs:  # imputed inputs the store did not have
+                if spec.nullable and spec.name not in feats:
+                    feats[spec.name] = None
+            rows[i] = feats
+
+    async def warmup(self) -> dict[str, Any]:
+        """Load the multiplexed version and score a probe row: the blue-green warm-up."""
+        model_id = serve.get_multiplexed_model_id()
+        t0 = time.perf_counter()
+        model: ServedModel = await self.get_model(model_id)
+        t1 = time.perf_counter()
+        probs = await asyncio.get_running_loop().run_in_executor(
+            model.executor, model.predictor.predict_proba, [model.probe_row()]
+        )
+        p = float(probs[0])
+        if not math.isfinite(p):
+            raise ValidationError(
+                f"{model_id}: the probe produced {p}", field="probability", rule="finite"
+            )
+        if model.lookup:  # resolve the online-feature plan now, not on the first request
+            features = self._platform_client().features
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._io, features.get_online_features, [], model.lookup
+                )
+            except Exception as e:  # noqa: BLE001 - entity requests will report it
+                logger.warning("%s: online features not ready: %s", model_id, e)
+        return {
+            "model_id": model_id,
+            "load_ms": (t1 - t0) * 1000,
+            "probe_ms": (time.perf_counter() - t1) * 1000,
+            "probability": p,
+            "pool": self.pool,
+        }
+
+    def loaded_models(self) -> list[str]:
+        """The version ids loaded in this replica."""
+        return sorted(self._loaded.keys())
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this replica (batch sizes show batching at work)."""
+        sizes = self.batch_sizes
+        n = sum(sizes.values())
+        return {
+            "pool": self.pool,
+            "requests": self.requests,
+            "errors": self.errors,
+            "batches": n,
+            "mean_batch_size": (sum(k * v for k, v in sizes.items()) / n if n else 0.0),
+            "max_batch_size_seen": max(sizes) if sizes else 0,
+            "max_inflight_seen": self.max_inflight_seen,
+            "feature_calls": self.feature_calls,
+            "loads": self.loads,
+            "loaded": self.loaded_models(),
+            "batching": self._batching.model_dump(),
+        }
