@@ -414,6 +414,11 @@ class RegistryClient:
         }
         return self._command("set_traffic", name=name, reason=reason, **changes)
 
+    def record_event(self, kind: str, model: str, payload: dict[str, Any] | None = None) -> Any:
+        """Append an external event (``monitor_alert``) about ``model`` to the registry's event
+        stream: audited, replayed, delivered to subscribers and webhooks."""
+        return self._command("record_event", kind=kind, model=model, payload=payload)
+
     def get_traffic(self, name: str) -> dict[str, Any]:
         """The serving traffic state of ``name``: ``canary_version``, ``canary_weight``,
         ``shadow_version``, ``standby_version``, ``steps``, ``updated_at/by``, ``reason``."""

@@ -39,6 +39,7 @@ class EventKind:
     PROMOTION_APPROVED = "promotion_approved"
     PROMOTION_REJECTED = "promotion_rejected"
     TRAFFIC_CHANGED = "traffic_changed"
+    MONITOR_ALERT = "monitor_alert"
 
 
 #: Events a serving gateway or CI hook reacts to.
@@ -51,6 +52,7 @@ PROMOTION_KINDS = frozenset(
         EventKind.PROMOTION_APPROVED,
         EventKind.PROMOTION_REJECTED,
         EventKind.TRAFFIC_CHANGED,
+        EventKind.MONITOR_ALERT,
     }
 )
 MODEL_KINDS = PROMOTION_KINDS | {EventKind.MODEL_CREATED, EventKind.VERSION_REGISTERED}

@@ -56,6 +56,7 @@ COMMANDS = {
     "approve": ("models", "approve"),
     "reject": ("models", "reject"),
     "set_traffic": ("traffic", "set_traffic"),
+    "record_event": ("traffic", "record_event"),
     "create_experiment": ("tracking", "create_experiment"),
     "start_run": ("tracking", "start_run"),
     "log_params": ("tracking", "log_params"),

@@ -357,4 +357,5 @@ _HANDLERS = {
     EventKind.PROMOTION_APPROVED: _promotion_decided,
     EventKind.PROMOTION_REJECTED: _promotion_decided,
     EventKind.TRAFFIC_CHANGED: _traffic_changed,
+    EventKind.MONITOR_ALERT: lambda st, ev: None,  # audit and subscribers only
 }

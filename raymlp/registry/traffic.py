@@ -29,7 +29,17 @@ from raymlp.registry.events import Event, EventKind
 from raymlp.registry.rbac import Action, Actor
 from raymlp.registry.state import ModelRecord
 
-__all__ = ["KEEP", "TRAFFIC_FIELDS", "EMPTY_TRAFFIC", "TrafficCommands", "traffic_view"]
+__all__ = [
+    "KEEP",
+    "TRAFFIC_FIELDS",
+    "EMPTY_TRAFFIC",
+    "EXTERNAL_EVENT_KINDS",
+    "TrafficCommands",
+    "traffic_view",
+]
+
+#: Event kinds other platform components may append to the registry's stream (audit only).
+EXTERNAL_EVENT_KINDS = {"monitor_alert": EventKind.MONITOR_ALERT}
 
 #: Default of every ``set_traffic`` field: leave it as it is.
 KEEP = "keep"
@@ -175,3 +185,28 @@ class TrafficCommands:
             },
         )
         return Plan([ev], result)
+
+
+    def record_event(self, actor: Actor, kind: Any, model: Any, payload: Any = None) -> Plan:
+        """Append an external event (e.g. a monitor alert transition) about ``model`` to the
+        stream, so subscribers and the audit log see it (developer role or above). It changes no
+        registry state."""
+        ev_kind = EXTERNAL_EVENT_KINDS.get(kind) if isinstance(kind, str) else None
+        if ev_kind is None:
+            raise ValidationError(
+                f"event kind {kind!r} is not accepted (rule: one of "
+                f"{sorted(EXTERNAL_EVENT_KINDS)})",
+                field="kind",
+                value=repr(kind),
+            )
+        if payload is not None and not isinstance(payload, dict):
+            raise ValidationError(f"payload {payload!r} is not a mapping", field="payload")
+        rec = self.models.model(actor, model, Action.WRITE)
+        ev = Event(
+            kind=ev_kind,
+            entity=f"model:{rec.name}",
+            principal=actor.name,
+            tenant=rec.tenant,
+            payload={"name": rec.name, **(payload or {})},
+        )
+        return Plan([ev], {"name": rec.name, "kind": kind})

@@ -150,3 +150,31 @@ def test_replay_rebuilds_the_traffic_state(svc, tmp_path):
     again = _svc(tmp_path)
     assert traffic(again) == expected
     assert again.query(DEV, "get_traffic", {"name": "churn"})["reason"] == "r"
+
+
+def test_monitor_alerts_join_the_event_stream_and_survive_replay(svc, tmp_path):
+    out = svc.execute(DEV, "record_event", {"kind": "monitor_alert", "model": "churn",
+                                            "payload": {"rule": "drift", "transition": "firing"}})
+    assert out == {"name": "churn", "kind": "monitor_alert"}
+    last = svc.recent[-1]
+    assert last.kind == "monitor_alert"
+    assert last.payload["rule"] == "drift"
+    assert last.principal == "dev"
+    # A fresh service replays the log: the event is durable and changes no other state.
+    again = _svc(tmp_path)
+    assert [e.kind for e in again.recent][-1] == "monitor_alert"
+    assert traffic(again) == traffic(svc)
+
+
+@pytest.mark.parametrize(
+    ("who", "args", "error"),
+    [
+        (DEV, {"kind": "alias_moved", "model": "churn"}, ValidationError),
+        (DEV, {"kind": "monitor_alert", "model": "churn", "payload": [1]}, ValidationError),
+        (DEV, {"kind": "monitor_alert", "model": "nope"}, NotFoundError),
+        (VIEWER, {"kind": "monitor_alert", "model": "churn"}, PermissionDeniedError),
+    ],
+)
+def test_record_event_rejects_bad_input(svc, who, args, error):
+    with pytest.raises(error):
+        svc.execute(who, "record_event", args)
