@@ -187,7 +187,7 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
     pending = [r for r in p.registry.requests(MODEL) if r.get("version") == v1]
     req = pending[0] if pending else p.registry.request_promotion(
         MODEL, v1, alias="production", reason="demo: first model")
-    request_id = req["request_id"] if isinstance(req, dict) else req
+    request_id = (req.get("id") or req.get("request_id")) if isinstance(req, dict) else req
     bob.registry.approve(request_id, comment="looks good (demo)")
     prod = p.registry.get(MODEL, alias="production")
     _check(prod.version == v1, "production alias holds the approved version")
@@ -202,7 +202,7 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
 
     stage("predictions over HTTP: by entity (online features) and by features")
     key = DEMO_KEYS["demo-client"]
-    customers = tables["customer_profile"].column("customer_id").to_pylist()[:5]
+    customers = list(dict.fromkeys(tables["customer_profile"].column("customer_id").to_pylist()))[:5]
     answers = []
     for cid in customers[:3]:
         status, body = _post(f"{url}/v1/predictions",
@@ -230,13 +230,13 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
     v2 = run_training_job(p, canary_cfg, say=_say).version
     p.serve.canary(MODEL, version=v2, weight=settings.canary_weight, steps=[5, 25, 50, 100])
     routes: Counter[str] = Counter()
-    ids = tables["customer_usage"].column("customer_id").to_pylist()
+    ids = list(dict.fromkeys(tables["customer_usage"].column("customer_id").to_pylist()))
     for cid in ids[: 60 if settings.check else 40]:
         status, body = _post(f"{url}/v1/predictions",
                              {"model_id": MODEL, "entity": {"customer_id": cid}}, key)
         routes[f"{body.get('route')}:v{body.get('model_version')}" if status == 200
                else f"HTTP {status}"] += 1
-    _say("routes of 60 entity predictions: " + ", ".join(f"{k} x{v}" for k, v in routes.items()))
+    _say(f"routes of {sum(routes.values())} entity predictions: " + ", ".join(f"{k} x{v}" for k, v in routes.items()))
     if settings.check:
         _check(any(k.startswith("canary") for k in routes), "some entities go to the canary")
         _check(all(not k.startswith("HTTP") for k in routes), "no errors under the canary")

@@ -1,0 +1,36 @@
+"""Training job: ``python -m jobs.train --config configs/train/churn.yaml``.
+
+Submit it to a cluster with::
+
+    ray job submit --working-dir . -- python -m jobs.train --config configs/train/churn.yaml
+
+It joins the cluster (``RAY_ADDRESS`` is set by ``ray job submit``), runs the whole training
+pipeline (:mod:`raymlp.training.pipeline`) and exits 0, or 1 with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from raymlp.cli._train import add_train_arguments, run_train
+from raymlp.errors import RayMLPError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.splitlines()[0])
+    add_train_arguments(ap)
+    args = ap.parse_args(argv)
+    try:
+        return run_train(args)
+    except RayMLPError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        if os.environ.get("RAYMLP_DEBUG"):
+            raise
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
