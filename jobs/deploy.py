@@ -13,25 +13,22 @@ one-line reason on a bad config or an unavailable platform.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
+from jobs._common import run
 from raymlp.cli._serve import add_deploy_arguments, run_deploy
-from raymlp.errors import RayMLPError
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jobs.deploy", description=__doc__.splitlines()[0])
+    add_deploy_arguments(ap)
+    return run_deploy(ap.parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jobs.deploy", description=__doc__.splitlines()[0])
-    add_deploy_arguments(ap)
-    args = ap.parse_args(argv)
-    try:
-        return run_deploy(args)
-    except RayMLPError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        if os.environ.get("RAYMLP_DEBUG"):
-            raise
-        return 1
+    """Run the job; a RayMLPError is one line on stderr and exit code 1."""
+    return run(_main, argv)
 
 
 if __name__ == "__main__":

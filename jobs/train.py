@@ -11,25 +11,22 @@ pipeline (:mod:`raymlp.training.pipeline`) and exits 0, or 1 with a one-line rea
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
+from jobs._common import run
 from raymlp.cli._train import add_train_arguments, run_train
-from raymlp.errors import RayMLPError
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.splitlines()[0])
+    add_train_arguments(ap)
+    return run_train(ap.parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.splitlines()[0])
-    add_train_arguments(ap)
-    args = ap.parse_args(argv)
-    try:
-        return run_train(args)
-    except RayMLPError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        if os.environ.get("RAYMLP_DEBUG"):
-            raise
-        return 1
+    """Run the job; a RayMLPError is one line on stderr and exit code 1."""
+    return run(_main, argv)
 
 
 if __name__ == "__main__":
