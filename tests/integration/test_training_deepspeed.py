@@ -21,6 +21,7 @@ from raymlp.errors import SchemaError, ValidationError
 from raymlp.training.artifact import Predictor
 from raymlp.training.data import LABEL_COL, prepare_data, read_table
 from raymlp.training.evaluation import evaluate
+from raymlp.training.fallback import train_fallback
 from raymlp.training.loop import STATE_FILE
 from raymlp.training.models import build_model
 from raymlp.training.synthetic import CHURN_FEATURES, churn_table
@@ -185,3 +186,23 @@ def test_deepspeed_training_resumes_from_its_checkpoint_after_a_worker_dies(
     assert np.isfinite(metrics["ece"]) and 0 <= metrics["brier"] <= 1
     assert torch.isfinite(torch.tensor(p)).all()
     assert prepared.raw["test"].take_batch(1, batch_format="pyarrow").column(LABEL_COL)
+
+    # A small student distilled from this model (the distilled_mlp fallback) learns from it.
+    teacher = {
+        "factory": cfg.model.factory,
+        "kwargs": cfg.model.kwargs,
+        "state_dict": best.load_weights(),
+    }
+    state, factory, kwargs = train_fallback(
+        prepared.tensors["train"],
+        prepared.input_dim,
+        {"kind": "distilled_mlp", "hidden_dims": [8], "epochs": 2, "lr": 0.05, "batch_size": 256},
+        teacher=teacher,
+    )
+    student = build_model(factory, prepared.input_dim, kwargs)
+    student.load_state_dict(state)
+    assert kwargs == {"hidden_dims": [8]}
+    s_metrics, _, _ = evaluate(
+        Predictor(spec, prepared.preprocessor, student, {}), prepared.raw["test"]
+    )
+    assert s_metrics["auc"] > 0.6
