@@ -35,6 +35,19 @@ def _kv() -> Any:
     return internal_kv
 
 
+def _live_app_names() -> set[str]:
+    """The Serve applications that exist right now (none when Serve is not running)."""
+    import ray
+
+    try:
+        ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+    except ValueError:
+        return set()
+    from ray import serve
+
+    return set(serve.status().applications)
+
+
 class ServeClient:
     """The serving namespace of a :class:`~raymlp.client.Platform` (``p.serve``)."""
 
@@ -127,6 +140,14 @@ class ServeClient:
             or []
         )
         names = sorted(k.decode()[len(_KV_PREFIX) :] for k in keys)
+        live = _live_app_names()
+        for gone in [n for n in names if n not in live]:
+            # Deleted behind raymlp's back (serve shutdown, a test's teardown): forget it, so
+            # the default application is one that actually serves.
+            _kv()._internal_kv_del(
+                f"{_KV_PREFIX}{gone}".encode(), namespace=self._p.config.ray.namespace
+            )
+        names = [n for n in names if n in live]
         if len(names) == 1:
             return names[0]
         return DEFAULT_APP if not names or DEFAULT_APP in names else names[0]

@@ -1,0 +1,223 @@
+"""Batch inference throughput: our Ray Data pipeline vs a single-process pandas + torch loop.
+
+Both sides score the same pre-joined feature table (Parquet files: ``customer_id`` + the churn
+features; no point-in-time join, to isolate inference) with the same model artifact (a fitted
+preprocessor + a ``tabular_mlp``) and write the predictions out:
+
+- **ours**: :mod:`raymlp.inference.batch` as ``jobs.batch_predict`` runs it — Ray Data reads the
+  files, a pool of :class:`~raymlp.inference.batch.BatchPredictor` actors (one per CPU, one torch
+  thread each) scores ``batch_size`` rows per call with ``load_predictor(...).predict_proba``,
+  Ray tasks write Parquet files and one Delta commit makes them the predictions table;
+- **anchor**: ``pandas.read_parquet`` → a loop over chunks of ``batch_size`` rows calling the
+  same ``predict_proba`` with ``torch.set_num_threads(1)`` → ``DataFrame.to_parquet``.
+
+The anchor runs first, before Ray starts (nothing else competes for the CPUs); then a local Ray
+with every CPU runs ours. Both outputs are compared (max |Δp|).
+
+    python -m bench.batch_inference [--quick] [--rows N] [--cpus N]
+
+Last line: ``{"bench": "batch_inference", "ours": rows/s, "anchor": rows/s, "ratio": ours/anchor,
+"unit": "rows/s", "rows", "cpus", "max_abs_diff", ...}``; the goal is ratio ≥ 1.6 on 2 cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench._common import emit, parser
+
+BATCH_SIZE = 4096
+HIDDEN = [512, 256, 128]  # ~170k multiply-adds per row: inference, not overhead, dominates
+
+
+def make_data(rows: int, out: Path, files: int = 8) -> None:
+    from raymlp.training.synthetic import CHURN_FEATURES, churn_table
+
+    table = churn_table(rows, seed=1)
+    table = table.select(["customer_id", *CHURN_FEATURES])
+    out.mkdir(parents=True)
+    step = -(-rows // files)
+    for i in range(files):
+        pq.write_table(table.slice(i * step, step), out / f"part-{i}.parquet")
+
+
+def make_model(data: Path, out: Path) -> Path:
+    import torch
+
+    from raymlp.training.artifact import save_artifact
+    from raymlp.training.models import tabular_mlp
+    from raymlp.training.preprocessing import PreprocessorFitter
+    from raymlp.training.synthetic import CHURN_FEATURES
+
+    fitter = PreprocessorFitter(list(CHURN_FEATURES))
+    fitter.update(pq.read_table(data / "part-0.parquet"))
+    pre = fitter.finish()
+    torch.manual_seed(0)
+    net = tabular_mlp(pre.output_dim, hidden_dims=HIDDEN)
+    signature = {
+        "inputs": pre.signature_inputs(),
+        "output": {"name": "churned", "kind": "binary", "labels": ["stay", "churn"]},
+    }
+    return save_artifact(
+        out,
+        factory="raymlp.training.models:tabular_mlp",
+        kwargs={"hidden_dims": HIDDEN},
+        state_dict=net.state_dict(),
+        preprocessor=pre,
+        signature=signature,
+    )
+
+
+def anchor(data: Path, art: Path, out: Path) -> tuple[float, pa.Table]:
+    """pandas + torch, one process, one thread."""
+    import pandas as pd
+    import torch
+
+    from raymlp.training.artifact import load_predictor
+
+    torch.set_num_threads(1)
+    predictor = load_predictor(art)
+    t0 = time.perf_counter()
+    df = pd.read_parquet(data)
+    probs = [
+        predictor.predict_proba(df.iloc[i : i + BATCH_SIZE]) for i in range(0, len(df), BATCH_SIZE)
+    ]
+    p = np.concatenate(probs)
+    res = pd.DataFrame({"customer_id": df["customer_id"].to_numpy(), "probability": p})
+    res["prediction"] = np.where(p >= predictor.threshold, *reversed(predictor.class_names))
+    res.to_parquet(out)
+    elapsed = time.perf_counter() - t0
+    return elapsed, pa.Table.from_pandas(res[["customer_id", "probability"]], preserve_index=False)
+
+
+def ours(data: Path, art: Path, root: Path, cpus: int) -> tuple[float, pa.Table, dict[str, Any]]:
+    """The batch_predict pipeline (read → actor pool → Parquet files → one Delta commit)."""
+    from raymlp.inference import table as ptable
+    from raymlp.inference.batch import (
+        predict_dataset,
+        read_entities,
+        spread_blocks,
+        write_predictions,
+    )
+    from raymlp.storage import Storage
+
+    storage = Storage(str(root))
+
+    def run(name: str) -> float:
+        t0 = time.perf_counter()
+        ds, _ = read_entities(str(data))
+        ds = spread_blocks(ds, cpus)  # as run_batch_prediction does before scoring
+        preds = predict_dataset(
+            ds,
+            str(art),
+            refs={},
+            keep=["customer_id"],
+            model_name="bench",
+            model_version=1,
+            run_id=name,
+            run_timestamp=datetime.now(UTC),
+            batch_size=BATCH_SIZE,
+            concurrency=cpus,
+            num_cpus=1,
+        )
+        write_predictions(preds, storage, name, txn_id=name, metadata={"raymlp.op": "bench"})
+        return time.perf_counter() - t0
+
+    elapsed = run("scores")
+    out = ptable.read(storage, "scores").select(["customer_id", "probability"])
+    return elapsed, out, {}
+
+
+def main() -> int:
+    ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=None, help="rows to score")
+    ap.add_argument("--cpus", type=int, default=None, help="CPUs for Ray (default: all)")
+    args = ap.parse_args()
+    rows = args.rows or (1_000_000 if args.quick else 4_000_000)
+    cpus = args.cpus or os.cpu_count() or 2
+    tmp = Path(tempfile.mkdtemp(prefix="raymlp-bench-batch-"))
+    result: dict[str, Any] = {
+        "bench": "batch_inference",
+        "unit": "rows/s",
+        "rows": rows,
+        "cpus": cpus,
+        "batch_size": BATCH_SIZE,
+        "model": f"tabular_mlp{HIDDEN}",
+        "load_avg_1m_before": round(os.getloadavg()[0], 2),
+    }
+    try:
+        make_data(rows, tmp / "data")
+        art = make_model(tmp / "data", tmp / "model")
+        print(f"data: {rows} rows in 8 Parquet files; model tabular_mlp {HIDDEN}", flush=True)
+
+        a_s, a_out = anchor(tmp / "data", art, tmp / "anchor.parquet")
+        print(
+            f"anchor (pandas + torch, 1 thread): {a_s:.2f}s, {rows / a_s:,.0f} rows/s", flush=True
+        )
+
+        import ray
+
+        ray.init(
+            address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING
+        )
+        try:
+            from ray.data import DataContext
+
+            DataContext.get_current().enable_progress_bars = False
+            # Warm-up on a slice: worker processes start and import torch once.
+            warm = tmp / "warm"
+            warm.mkdir()
+            pq.write_table(
+                pq.read_table(tmp / "data" / "part-0.parquet").slice(0, 20_000),
+                warm / "part-0.parquet",
+            )
+            ours(warm, art, tmp / "root-warm", cpus)
+            o_s, o_out, _ = ours(tmp / "data", art, tmp / "root", cpus)
+        finally:
+            ray.shutdown()
+        print(f"ours ({cpus} predictor actors): {o_s:.2f}s, {rows / o_s:,.0f} rows/s", flush=True)
+
+        a_sorted = a_out.sort_by("customer_id")
+        o_sorted = o_out.sort_by("customer_id")
+        same_rows = a_sorted.num_rows == o_sorted.num_rows == rows
+        diff = (
+            float(
+                np.max(
+                    np.abs(
+                        a_sorted.column("probability").to_numpy()
+                        - o_sorted.column("probability").to_numpy()
+                    )
+                )
+            )
+            if same_rows
+            else None
+        )
+        result.update(
+            ours=round(rows / o_s, 1),
+            anchor=round(rows / a_s, 1),
+            ratio=round(a_s / o_s, 3),
+            ours_s=round(o_s, 3),
+            anchor_s=round(a_s, 3),
+            same_rows=same_rows,
+            max_abs_diff=diff,
+            load_avg_1m_after=round(os.getloadavg()[0], 2),
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    emit(result)
+    return 0 if result.get("same_rows") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

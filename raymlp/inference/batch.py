@@ -1,0 +1,475 @@
+"""Batch inference: an entity table → features → a pool of predictor actors → a Delta table.
+
+One Ray Data pipeline, nothing collected on the driver:
+
+1. read the entity table (Parquet/CSV file or directory, or a Delta table at a pinned version);
+2. join the model's features with ``p.features.get_historical_features`` — point-in-time (as of
+   each row's timestamp) or the latest values (as of one time, default now), with the feature
+   tables pinned to the versions in force when the job starts;
+3. ``map_batches`` with :class:`BatchPredictor`, a stateful class run by an actor pool
+   (``concurrency`` actors, ``batch_size`` rows per call, one GPU each when asked for and
+   present): each actor loads the model version once with
+   :func:`~raymlp.training.artifact.load_predictor` and scores with ``predict_proba`` — the
+   preprocessing code of training and serving;
+4. Ray tasks write the predictions as Parquet files into ``<root>/predictions/<output>``, and
+   the driver commits them in one Delta transaction whose metadata holds the lineage record
+   (model version, feature table versions, input, rows). A failed run commits nothing and
+   removes its files.
+
+Example::
+
+    cfg = load_config_file(BatchPredictJobConfig, "configs/jobs/batch_predict_churn.yaml")
+    result = run_batch_prediction(p, cfg)
+    result.rows, result.table_version, result.lineage["feature_versions"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from raymlp.config import BatchPredictJobConfig
+from raymlp.errors import RayMLPError, ValidationError, unwrap_ray_error
+from raymlp.features.dtypes import TS_TYPE
+from raymlp.inference import table as ptable
+from raymlp.inference.model import feature_column, input_refs, labels_for, resolve_model
+from raymlp.inference.model import with_model_inputs as _with_inputs
+from raymlp.storage import Storage
+
+__all__ = [
+    "BatchPredictor",
+    "BatchPredictionResult",
+    "read_entities",
+    "spread_blocks",
+    "predict_dataset",
+    "write_predictions",
+    "run_batch_prediction",
+    "OUTPUT_COLUMNS",
+]
+
+#: Columns every predictions row gets, after the entity columns.
+OUTPUT_COLUMNS = (
+    "probability",
+    "prediction",
+    "model_name",
+    "model_version",
+    "run_id",
+    "run_timestamp",
+)
+_AS_OF_COL = "__raymlp_as_of"
+
+
+def read_entities(path: str, version: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The entity table as a ``ray.data.Dataset`` and ``{"uri", "format", "version"}``.
+
+    A Delta table is read at ``version`` (default: the latest, resolved now and recorded);
+    anything else is a Parquet or CSV file or directory.
+    """
+    import ray.data
+
+    local = "://" not in path or path.startswith("file://")
+    local_path = path[len("file://") :] if path.startswith("file://") else path
+    if local and not os.path.exists(local_path):
+        raise ValidationError(
+            f"entity_table {path!r} does not exist (rule: an existing file, directory or "
+            "Delta table)",
+            field="entity_table",
+            value=path,
+            rule="exists",
+        )
+    is_delta = (local and os.path.isdir(os.path.join(local_path, "_delta_log"))) or (
+        not local and version is not None
+    )
+    if is_delta:
+        from deltalake import DeltaTable
+
+        if version is None:
+            version = DeltaTable(path).version()
+        ds = ray.data.read_delta(path, version=version)
+        return ds, {"uri": path, "format": "delta", "version": int(version)}
+    if version is not None:
+        raise ValidationError(
+            f"entity_table_version {version} given but {path!r} is not a Delta table",
+            field="entity_table_version",
+            value=version,
+            rule="Delta table",
+        )
+    if local_path.lower().rstrip("/").endswith((".csv", ".csv.gz")):
+        return ray.data.read_csv(path), {"uri": path, "format": "csv", "version": None}
+    return ray.data.read_parquet(path), {"uri": path, "format": "parquet", "version": None}
+
+
+class BatchPredictor:
+    """The stateful ``map_batches`` class: loads one model version per actor, scores batches.
+
+    Each call takes a pyarrow batch (entity columns + ``view__feature`` columns) and returns
+    the ``keep`` columns plus :data:`OUTPUT_COLUMNS`.
+    """
+
+    def __init__(
+        self,
+        artifact_uri: str,
+        *,
+        refs: dict[str, str],
+        keep: list[str],
+        model_name: str,
+        model_version: int,
+        run_id: str,
+        run_timestamp_us: int,
+        variant: str = "fp32",
+        device: str = "cpu",
+        torch_threads: int = 1,
+    ) -> None:
+        import torch
+
+        from raymlp.training.artifact import load_predictor
+
+        # One intra-op thread per CPU the actor holds: actors share the node, not oversubscribe.
+        torch.set_num_threads(max(1, torch_threads))
+        self.predictor = load_predictor(artifact_uri, variant=variant, device=device)
+        self.refs, self.keep = dict(refs), list(keep)
+        self.model_name, self.model_version = model_name, int(model_version)
+        self.run_id, self.run_ts = run_id, int(run_timestamp_us)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        proba = self.predictor.predict_proba(_with_inputs(batch, self.refs))
+        out = batch.select(self.keep)
+        # All-null columns read as type null; Delta needs a concrete type.
+        for i, f in enumerate(out.schema):
+            if pa.types.is_null(f.type):
+                out = out.set_column(
+                    i, pa.field(f.name, pa.string()), out.column(i).cast(pa.string())
+                )
+        cols = {
+            "probability": pa.array(proba, pa.float64()),
+            "prediction": labels_for(proba, self.predictor.class_names, self.predictor.threshold),
+            "model_name": pa.array([self.model_name] * n, pa.string()),
+            "model_version": pa.array(np.full(n, self.model_version, np.int64)),
+            "run_id": pa.array([self.run_id] * n, pa.string()),
+            "run_timestamp": pa.array(np.full(n, self.run_ts, np.int64)).cast(TS_TYPE),
+        }
+        for name, arr in cols.items():
+            out = out.append_column(name, arr)
+        return out
+
+
+def _write_block(batch: pa.Table, storage: Storage, name: str, prefix: str) -> pa.Table:
+    meta = ptable.write_file(storage, name, batch, prefix)
+    return pa.table({"file": pa.array([json.dumps(meta)] if meta else [], pa.string())})
+
+
+def spread_blocks(ds: Any, concurrency: int | tuple[int, int], per_actor: int = 4) -> Any:
+    """``ds`` computed, in at least ``per_actor`` blocks per predictor actor.
+
+    An actor scores whole blocks, so a dataset read as one big block (Ray Data may combine
+    small files into one read task) would keep every actor but one idle. Computing the input
+    first also keeps its read tasks from waiting for CPUs the actor pool holds.
+    """
+    most = concurrency if isinstance(concurrency, int) else concurrency[1]
+    ds = ds.materialize()
+    if ds.num_blocks() < per_actor * most:
+        ds = ds.repartition(per_actor * most).materialize()
+    return ds
+
+
+def predict_dataset(
+    ds: Any,
+    artifact_uri: str,
+    *,
+    refs: dict[str, str],
+    keep: list[str],
+    model_name: str,
+    model_version: int,
+    run_id: str,
+    run_timestamp: datetime,
+    variant: str = "fp32",
+    batch_size: int = 1024,
+    concurrency: int | tuple[int, int] = 2,
+    num_cpus: float = 1.0,
+    num_gpus: float | None = None,
+) -> Any:
+    """``ds`` (entity + feature columns) → a lazy dataset of predictions (:class:`BatchPredictor`
+    on an actor pool of ``concurrency`` actors; ``num_gpus`` puts each on a GPU share)."""
+    from ray.data import ActorPoolStrategy
+
+    device = "cuda" if num_gpus else "cpu"
+    ts_us = int(run_timestamp.timestamp() * 1_000_000)
+    if isinstance(concurrency, int):
+        pool = ActorPoolStrategy(size=concurrency)
+    else:
+        pool = ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+    return ds.map_batches(
+        BatchPredictor,
+        fn_constructor_kwargs={
+            "artifact_uri": artifact_uri,
+            "refs": refs,
+            "keep": keep,
+            "model_name": model_name,
+            "model_version": model_version,
+            "run_id": run_id,
+            "run_timestamp_us": ts_us,
+            "variant": variant,
+            "device": device,
+            "torch_threads": max(1, int(num_cpus)),
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=pool,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus or None,
+    )
+
+
+def write_predictions(
+    ds: Any,
+    storage: Storage,
+    name: str,
+    *,
+    txn_id: str,
+    metadata: dict[str, str],
+    lineage: dict[str, Any] | None = None,
+    rows_per_file: int = 250_000,
+) -> tuple[int | None, int]:
+    """Run the pipeline, write its rows into the predictions table ``name`` and commit them in
+    one transaction carrying ``metadata`` and ``lineage`` (with ``rows`` filled in). Returns
+    ``(table version, rows)``; ``(None, 0)`` when there was nothing to write. Nothing is
+    committed (and no file is left) on failure."""
+    prefix = f"part-{txn_id}"
+    written = ds.map_batches(
+        _write_block,
+        fn_kwargs={"storage": storage, "name": name, "prefix": prefix},
+        batch_size=rows_per_file,
+        batch_format="pyarrow",
+        # I/O only; and the predictor actors may hold every CPU until the last batch is scored.
+        num_cpus=0,
+    )
+    written.context.raise_original_map_exception = True
+    written.set_name(f"raymlp-predictions-{name}")  # how the run shows in the Ray dashboard
+    try:
+        files = [json.loads(r["file"]) for r in written.take_all()]
+    except BaseException as e:
+        ptable.delete_files(storage, name, prefix)
+        cause = _find_raymlp_error(e)
+        if cause is not None:
+            raise cause from None
+        raise
+    if not files:
+        return None, 0
+    rows = sum(f["num_records"] for f in files)
+    meta = {**metadata, "raymlp.rows": str(rows)}
+    if lineage is not None:
+        meta[ptable.LINEAGE_KEY] = json.dumps({**lineage, "rows": rows}, default=str)
+    try:
+        version = ptable.commit_files(storage, name, files, txn_id=txn_id, metadata=meta)
+    except BaseException:
+        dt = ptable.open_table(storage, name)
+        if dt is None or dt.transaction_version(txn_id) is None:
+            ptable.delete_files(storage, name, prefix)
+        raise
+    return version, rows
+
+
+def _find_raymlp_error(exc: BaseException) -> RayMLPError | None:
+    """The raymlp error behind Ray Data's wrappers, if any."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        inner = unwrap_ray_error(e)
+        if isinstance(inner, RayMLPError) and inner is not e:
+            return inner
+        if isinstance(e, RayMLPError):
+            return e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return None
+
+
+@dataclass
+class BatchPredictionResult:
+    """What a batch prediction run wrote (``lineage`` is also in the Delta commit)."""
+
+    output_uri: str
+    table_version: int | None
+    rows: int
+    model_name: str
+    model_version: int
+    run_id: str
+    feature_versions: dict[str, int]
+    duration_s: float
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _schema_names(ds: Any) -> list[str] | None:
+    schema = ds.schema()
+    base = getattr(schema, "base_schema", schema)
+    return list(base.names) if isinstance(base, pa.Schema) else None
+
+
+def _check_columns(cfg: BatchPredictJobConfig, names: list[str] | None, need_ts: bool) -> None:
+    if names is None:
+        return
+    have = set(names)
+    checks = [("entity_keys", c) for c in cfg.entity_keys]
+    checks += [("passthrough_columns", c) for c in cfg.passthrough_columns]
+    if need_ts:
+        checks.append(("timestamp_column", cfg.timestamp_column))
+    for fld, col in checks:
+        if col not in have:
+            raise ValidationError(
+                f"{fld}: column {col!r} is not in the entity table (rule: an existing column; "
+                f"got {sorted(have)})",
+                field=fld,
+                value=col,
+                rule="existing column",
+            )
+
+
+def _gpus(cfg: BatchPredictJobConfig, say: Callable[[str], None]) -> float | None:
+    if not cfg.use_gpu:
+        return None
+    import ray
+
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return cfg.num_gpus
+    say("use_gpu: the cluster has no GPU, scoring on CPU")
+    return None
+
+
+def run_batch_prediction(
+    platform: Any, cfg: BatchPredictJobConfig, *, say: Callable[[str], None] = print
+) -> BatchPredictionResult:
+    """Run the whole job (see the module docstring) as ``platform.principal``."""
+    from raymlp.training.artifact import read_json
+
+    t0 = time.monotonic()
+    run_ts = datetime.now(UTC)
+    run_id = f"{run_ts.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+    mv = resolve_model(platform, cfg.model)
+    spec = read_json(mv.artifact_uri, "spec")
+    inputs = [c["name"] for c in read_json(mv.artifact_uri, "preprocessor")["columns"]]
+    refs = input_refs(spec, cfg.features, inputs)
+    say(f"model: {mv.name} v{mv.version} ({mv.artifact_uri}), {len(refs)} feature refs")
+
+    entities, entity_info = read_entities(cfg.entity_table, cfg.entity_table_version)
+    names = _schema_names(entities)
+    _check_columns(cfg, names, need_ts=cfg.feature_mode == "point_in_time")
+    missing = [i for i in inputs if i not in refs and names is not None and i not in names]
+    if missing:
+        raise ValidationError(
+            f"model input {missing[0]!r} is neither a feature ref nor an entity table column "
+            "(rule: every model input is joined or given)",
+            field="features",
+            value=missing[0],
+            rule="model input available",
+        )
+
+    ref_list = sorted(set(refs.values()))
+    as_of = None
+    if not ref_list:
+        joined, feature_versions = entities, {}
+    else:
+        ts_field = cfg.timestamp_column
+        if cfg.feature_mode == "latest":
+            as_of = datetime.fromisoformat(cfg.as_of) if cfg.as_of else run_ts
+            as_of = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+            as_of_us = int(as_of.timestamp() * 1_000_000)
+            entities = entities.map_batches(
+                lambda b: b.append_column(
+                    _AS_OF_COL, pa.array(np.full(b.num_rows, as_of_us, np.int64)).cast(TS_TYPE)
+                ),
+                batch_format="pyarrow",
+            )
+            ts_field = _AS_OF_COL
+        say(f"features: {cfg.feature_mode} join of {len(ref_list)} refs")
+        joined = platform.features.get_historical_features(
+            entities, ref_list, as_of_versions=cfg.as_of_versions, timestamp_field=ts_field
+        )
+        feature_versions = dict(platform.features.versions_of(joined))
+        say(f"features: table versions {feature_versions}")
+
+    keep = [*cfg.entity_keys]
+    if names is None or cfg.timestamp_column in names:
+        if cfg.timestamp_column not in keep:
+            keep.append(cfg.timestamp_column)
+    keep += [c for c in cfg.passthrough_columns if c not in keep]
+    if cfg.include_features:
+        keep += [feature_column(r) for r in ref_list if feature_column(r) not in keep]
+
+    num_gpus = _gpus(cfg, say)
+    predictions = predict_dataset(
+        spread_blocks(joined, cfg.concurrency),
+        mv.artifact_uri,
+        refs=refs,
+        keep=keep,
+        model_name=mv.name,
+        model_version=mv.version,
+        run_id=run_id,
+        run_timestamp=run_ts,
+        variant=cfg.model.variant,
+        batch_size=cfg.batch_size,
+        concurrency=cfg.concurrency,
+        num_cpus=cfg.num_cpus,
+        num_gpus=num_gpus,
+    )
+    lineage: dict[str, Any] = {
+        "run_id": run_id,
+        "run_timestamp": run_ts.isoformat(),
+        "principal": platform.principal.name,
+        "model": {
+            "name": mv.name,
+            "version": mv.version,
+            "alias": None if cfg.model.version is not None else cfg.model.alias,
+            "variant": cfg.model.variant,
+            "artifact_uri": mv.artifact_uri,
+        },
+        "feature_mode": cfg.feature_mode,
+        "features": ref_list,
+        "feature_versions": feature_versions,
+        "as_of": as_of.isoformat() if as_of else None,
+        "entity_table": entity_info,
+        "output": ptable.table_uri(platform.storage, cfg.output),
+        "device": "cuda" if num_gpus else "cpu",
+    }
+    say(f"scoring: {cfg.concurrency} predictor actor(s), batch size {cfg.batch_size}")
+    version, rows = write_predictions(
+        predictions,
+        platform.storage,
+        cfg.output,
+        txn_id=f"batch-{run_id}",
+        metadata={
+            "raymlp.op": "batch_predict",
+            "raymlp.run_id": run_id,
+            "raymlp.model": mv.name,
+            "raymlp.model_version": str(mv.version),
+        },
+        lineage=lineage,
+        rows_per_file=cfg.rows_per_file,
+    )
+    lineage["rows"] = rows
+    return BatchPredictionResult(
+        output_uri=ptable.table_uri(platform.storage, cfg.output),
+        table_version=version,
+        rows=rows,
+        model_name=mv.name,
+        model_version=mv.version,
+        run_id=run_id,
+        feature_versions=feature_versions,
+        duration_s=round(time.monotonic() - t0, 2),
+        lineage=lineage,
+    )
