@@ -11,10 +11,12 @@ preprocessor + a ``tabular_mlp``) and write the predictions out:
 - **anchor**: ``pandas.read_parquet`` → a loop over chunks of ``batch_size`` rows calling the
   same ``predict_proba`` with ``torch.set_num_threads(1)`` → ``DataFrame.to_parquet``.
 
-The anchor runs first, before Ray starts (nothing else competes for the CPUs); then a local Ray
-with every CPU runs ours. Both outputs are compared (max |Δp|).
+A local Ray with every CPU (its workers at the anchor's priority: niceness 0, not Ray's 15) is
+started first; then the two sides run alternately, ``--repeat`` times each, and the best time of
+each side counts (on a machine shared with other work, a run that fell in a busy spell is not the
+one compared). Both outputs are compared (max |Δp|).
 
-    python -m bench.batch_inference [--quick] [--rows N] [--cpus N]
+    python -m bench.batch_inference [--quick] [--rows N] [--cpus N] [--repeat N]
 
 Last line: ``{"bench": "batch_inference", "ours": rows/s, "anchor": rows/s, "ratio": ours/anchor,
 "unit": "rows/s", "rows", "cpus", "max_abs_diff", ...}``; the goal is ratio ≥ 1.6 on 2 cores.
@@ -139,12 +141,22 @@ def ours(data: Path, art: Path, root: Path, cpus: int) -> tuple[float, pa.Table,
     return elapsed, out, {}
 
 
+def _cpu_busy() -> float:
+    """CPU seconds the whole machine spent busy so far (every process, ours or not)."""
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=None, help="rows to score")
     ap.add_argument("--cpus", type=int, default=None, help="CPUs for Ray (default: all)")
+    ap.add_argument("--repeat", type=int, default=None, help="runs of each side (best counts)")
     args = ap.parse_args()
     rows = args.rows or (1_000_000 if args.quick else 4_000_000)
+    repeat = args.repeat or (2 if args.quick else 3)
     cpus = args.cpus or os.cpu_count() or 2
     tmp = Path(tempfile.mkdtemp(prefix="raymlp-bench-batch-"))
     result: dict[str, Any] = {
@@ -152,6 +164,7 @@ def main() -> int:
         "unit": "rows/s",
         "rows": rows,
         "cpus": cpus,
+        "repeat": repeat,
         "batch_size": BATCH_SIZE,
         "model": f"tabular_mlp{HIDDEN}",
         "load_avg_1m_before": round(os.getloadavg()[0], 2),
@@ -160,17 +173,17 @@ def main() -> int:
         make_data(rows, tmp / "data")
         art = make_model(tmp / "data", tmp / "model")
         print(f"data: {rows} rows in 8 Parquet files; model tabular_mlp {HIDDEN}", flush=True)
-
-        a_s, a_out = anchor(tmp / "data", art, tmp / "anchor.parquet")
-        print(
-            f"anchor (pandas + torch, 1 thread): {a_s:.2f}s, {rows / a_s:,.0f} rows/s", flush=True
-        )
-
         import ray
 
+        # Ray starts its worker processes at niceness 15 (drivers run at 0). On a machine shared
+        # with other work that alone would hand the nice-0 anchor most of the CPU; compare at
+        # equal priority, as on a dedicated node where niceness makes no difference.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(
             address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING
         )
+        a_times: list[float] = []
+        o_times: list[float] = []
         try:
             from ray.data import DataContext
 
@@ -183,10 +196,28 @@ def main() -> int:
                 warm / "part-0.parquet",
             )
             ours(warm, art, tmp / "root-warm", cpus)
-            o_s, o_out, _ = ours(tmp / "data", art, tmp / "root", cpus)
+            # Alternate the two sides, best of `repeat` each: on a machine shared with other
+            # work, a side that ran during a busy spell is not the one compared.
+            for i in range(repeat):
+                a_s, a_out = anchor(tmp / "data", art, tmp / f"anchor-{i}.parquet")
+                a_times.append(a_s)
+                print(
+                    f"anchor (pandas + torch, 1 thread) run {i}: {a_s:.2f}s, "
+                    f"{rows / a_s:,.0f} rows/s",
+                    flush=True,
+                )
+                busy0 = _cpu_busy()
+                o_s, o_out, _ = ours(tmp / "data", art, tmp / f"root-{i}", cpus)
+                o_times.append(o_s)
+                busy = _cpu_busy() - busy0
+                print(
+                    f"ours ({cpus} predictor actors) run {i}: {o_s:.2f}s, "
+                    f"{rows / o_s:,.0f} rows/s (machine busy {busy / o_s:.2f} of {cpus} CPUs)",
+                    flush=True,
+                )
         finally:
             ray.shutdown()
-        print(f"ours ({cpus} predictor actors): {o_s:.2f}s, {rows / o_s:,.0f} rows/s", flush=True)
+        a_s, o_s = min(a_times), min(o_times)
 
         a_sorted = a_out.sort_by("customer_id")
         o_sorted = o_out.sort_by("customer_id")
@@ -207,8 +238,8 @@ def main() -> int:
             ours=round(rows / o_s, 1),
             anchor=round(rows / a_s, 1),
             ratio=round(a_s / o_s, 3),
-            ours_s=round(o_s, 3),
-            anchor_s=round(a_s, 3),
+            ours_s=[round(t, 2) for t in o_times],
+            anchor_s=[round(t, 2) for t in a_times],
             same_rows=same_rows,
             max_abs_diff=diff,
             load_avg_1m_after=round(os.getloadavg()[0], 2),

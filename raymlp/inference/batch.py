@@ -404,9 +404,9 @@ def run_batch_prediction(
         say(f"features: table versions {feature_versions}")
 
     keep = [*cfg.entity_keys]
-    if names is None or cfg.timestamp_column in names:
-        if cfg.timestamp_column not in keep:
-            keep.append(cfg.timestamp_column)
+    has_ts = cfg.timestamp_column in names if names is not None else not as_of
+    if has_ts and cfg.timestamp_column not in keep:
+        keep.append(cfg.timestamp_column)
     keep += [c for c in cfg.passthrough_columns if c not in keep]
     if cfg.include_features:
         keep += [feature_column(r) for r in ref_list if feature_column(r) not in keep]
