@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -72,40 +71,11 @@ def read_entities(path: str, version: int | None = None) -> tuple[Any, dict[str,
     """The entity table as a ``ray.data.Dataset`` and ``{"uri", "format", "version"}``.
 
     A Delta table is read at ``version`` (default: the latest, resolved now and recorded);
-    anything else is a Parquet or CSV file or directory.
+    anything else is a Parquet or CSV file or directory. Same reader as training's.
     """
-    import ray.data
+    from raymlp.training.data import read_table
 
-    local = "://" not in path or path.startswith("file://")
-    local_path = path[len("file://") :] if path.startswith("file://") else path
-    if local and not os.path.exists(local_path):
-        raise ValidationError(
-            f"entity_table {path!r} does not exist (rule: an existing file, directory or "
-            "Delta table)",
-            field="entity_table",
-            value=path,
-            rule="exists",
-        )
-    is_delta = (local and os.path.isdir(os.path.join(local_path, "_delta_log"))) or (
-        not local and version is not None
-    )
-    if is_delta:
-        from deltalake import DeltaTable
-
-        if version is None:
-            version = DeltaTable(path).version()
-        ds = ray.data.read_delta(path, version=version)
-        return ds, {"uri": path, "format": "delta", "version": int(version)}
-    if version is not None:
-        raise ValidationError(
-            f"entity_table_version {version} given but {path!r} is not a Delta table",
-            field="entity_table_version",
-            value=version,
-            rule="Delta table",
-        )
-    if local_path.lower().rstrip("/").endswith((".csv", ".csv.gz")):
-        return ray.data.read_csv(path), {"uri": path, "format": "csv", "version": None}
-    return ray.data.read_parquet(path), {"uri": path, "format": "parquet", "version": None}
+    return read_table(path, version, field_prefix="")
 
 
 class BatchPredictor:

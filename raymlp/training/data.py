@@ -57,11 +57,14 @@ SPLIT_COL = "__split"
 _KEY_SEP = "\x1f"
 
 
-def read_table(path: str, version: int | None = None) -> tuple[ray.data.Dataset, dict[str, Any]]:
+def read_table(
+    path: str, version: int | None = None, *, field_prefix: str = "dataset."
+) -> tuple[ray.data.Dataset, dict[str, Any]]:
     """Read a Parquet/CSV file or directory, or a Delta table, as a Ray Dataset.
 
     Returns the dataset and ``{"uri", "format", "version"}`` (the Delta version actually read:
-    the latest is resolved and pinned, so re-reading gives the same rows).
+    the latest is resolved and pinned, so re-reading gives the same rows). Errors name
+    ``<field_prefix>entity_table`` / ``<field_prefix>entity_table_version``.
     """
     import ray.data
 
@@ -71,7 +74,7 @@ def read_table(path: str, version: int | None = None) -> tuple[ray.data.Dataset,
         raise ValidationError(
             f"entity table {path!r} does not exist (rule: an existing file, directory or Delta "
             "table)",
-            field="dataset.entity_table",
+            field=f"{field_prefix}entity_table",
             value=path,
             rule="exists",
         )
@@ -91,8 +94,9 @@ def read_table(path: str, version: int | None = None) -> tuple[ray.data.Dataset,
     if version is not None:
         raise ValidationError(
             f"entity_table_version {version} given but {path!r} is not a Delta table",
-            field="dataset.entity_table_version",
+            field=f"{field_prefix}entity_table_version",
             value=version,
+            rule="Delta table",
         )
     lower = local_path.lower().rstrip("/")
     if lower.endswith((".csv", ".csv.gz")):
