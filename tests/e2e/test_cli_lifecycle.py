@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,35 +12,20 @@ from pathlib import Path
 import pytest
 
 from actors import available_specs
-from tests.e2e.conftest import private_ray_tmp
+from tests.e2e.conftest import base_env, free_port, private_ray_tmp, run_raymlp
 
 pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def _free_port() -> int:
-    # Outside 10002-19999, which Ray keeps for worker processes.
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not 10002 <= port <= 19999:
-            return port
-
-
-def raymlp(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raymlp", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout)
-
-
 @pytest.fixture
 def env(tmp_path) -> dict[str, str]:
-    cfg = tmp_path / "platform.yaml"
-    cfg.write_text(f"storage: {{root: {tmp_path / 'root'}}}\n")
-    e = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAYMLP_ADDRESS")}
-    e["RAYMLP_CONFIG"] = str(cfg)
-    return e
+    return base_env(tmp_path)
+
+
+def raymlp(*args: str, env: dict[str, str], timeout: float = 180):
+    return run_raymlp(*args, env=env, timeout=timeout)
 
 
 def _expected_actors(status: dict) -> None:
@@ -75,11 +58,11 @@ def test_up_starts_a_local_cluster_then_status_and_down(env):
 
 
 def test_up_status_down_against_ray_start_head(env):
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     start = subprocess.run(
         [RAY, "start", "--head", f"--port={port}", f"--temp-dir={private_ray_tmp()}", f"--dashboard-port={dash}", "--num-cpus=1",
-         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-         f"--metrics-export-port={_free_port()}", "--disable-usage-stats"],
+         f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+         f"--metrics-export-port={free_port()}", "--disable-usage-stats"],
         env=env, text=True, capture_output=True, timeout=120,
     )
     assert start.returncode == 0, start.stderr
