@@ -7,15 +7,15 @@ Stages (each prints its progress):
 2. generate a synthetic customer-churn dataset (:mod:`raymlp.training.synthetic`: monthly profile
    and usage rows per customer whose values change over time, and a churn label drawn from a
    logistic model of them);
-3. apply ``configs/features/churn.yaml``; 4. ingest both views (Ray Data → Delta) and materialize
+3. apply ``configs/features/churn.yaml``, ingest both views (Ray Data → Delta) and materialize
    the online store;
-5. train with Ray Tune × Ray Train + DeepSpeed on a small budget, registering the model and its
+4. train with Ray Tune × Ray Train + DeepSpeed on a small budget, registering the model and its
    fallback with lineage (``configs/train/churn.yaml``);
-6. approval: alice requests promotion to ``production``, bob approves;
-7. deploy the Serve application (``configs/serve/churn.yaml``);
-8. real HTTP predictions by entity (online features) and by features;
-9. train a second version and start a canary of it;
-10. the monitor report, the URLs and ready-to-paste ``curl`` lines; then serve until Ctrl-C.
+5. approval: alice requests promotion to ``production``, bob approves;
+6. deploy the Serve application (``configs/serve/churn.yaml``);
+7. real HTTP predictions by entity (online features) and by features;
+8. train a second version and start a canary of it;
+9. the monitor report, the URLs and ready-to-paste ``curl`` lines; then serve until Ctrl-C.
 
 ``--smoke`` runs the same with a tiny budget, checks the answers and exits 0 (``make test`` runs
 it). Example::
@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,16 +39,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raymlp._private.churn_example import (
+    EXAMPLE_FEATURES,
+    MODEL,
+    REPO_CONFIGS,
+    curl_lines,
+    load_churn_features,
+    train_churn,
+    write_churn_data,
+)
 from raymlp.config import PlatformConfig, hash_api_key
 from raymlp.errors import RayMLPError, UnavailableError
 
 __all__ = ["DemoSettings", "run_demo", "DEMO_KEYS"]
 
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
 #: API keys of the demo principals (printed; never use these outside the demo).
 DEMO_KEYS = {"alice": "demo-alice-key", "bob": "demo-bob-key", "demo-client": "demo-api-key"}
-MODEL = "customer-churn"
 
 
 @dataclass
@@ -133,12 +141,9 @@ def _check(cond: bool, what: str) -> None:
 def run_demo(settings: DemoSettings, address: str | None = None) -> int:
     """Run the demo; returns the exit code (0 ok)."""
     import raymlp
-    from raymlp.config import ServeAppConfig, load_train_config
-    from raymlp.training.pipeline import run_training_job
-    from raymlp.training.synthetic import churn_feature_tables
-    from raymlp.training.tuning import apply_overrides
+    from raymlp.config import ServeAppConfig
 
-    stage = _Stages(10)
+    stage = _Stages(9)
     root = Path(settings.root).resolve()
     if root.exists():
         shutil.rmtree(root)  # the demo's own data: a fresh start each run
@@ -153,32 +158,14 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
 
     stage(f"generating synthetic churn data: {settings.customers} customers x "
           f"{settings.months} months")
-    tables = churn_feature_tables(settings.customers, months=settings.months, seed=7)
-    data_dir = root / "demo-data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    import pyarrow.parquet as pq
+    data = write_churn_data(p, settings.customers, settings.months, prefix="demo-data", say=_say)
 
-    for name, table in tables.items():
-        pq.write_table(table, data_dir / f"{name}.parquet")
-        _say(f"{name}: {table.num_rows} rows")
-
-    stage("applying feature definitions (configs/features/churn.yaml)")
-    for change in p.features.apply(REPO_CONFIGS / "features" / "churn.yaml"):
-        _say(f"{change['kind']} {change['name']}: {change['action']}")
-
-    stage("ingesting (Ray Data -> Delta) and materializing the online store")
-    for view in ("customer_profile", "customer_usage"):
-        version = p.features.ingest(view, str(data_dir / f"{view}.parquet"))
-        _say(f"{view}: Delta version {version}")
-    for m in p.features.materialize():
-        _say(f"online {m['view']}: {m['rows_upserted']} entities")
+    stage("features: apply configs/features/churn.yaml, ingest (Ray Data -> Delta), "
+          "materialize the online store")
+    load_churn_features(p, data, say=_say)
 
     stage("training: Ray Tune x Ray Train + DeepSpeed, then registering model + fallback")
-    train_cfg = load_train_config(REPO_CONFIGS / "train" / "churn.yaml")
-    overrides = {"dataset.entity_table": str(data_dir / "labels.parquet"),
-                 **(settings.train_overrides or {})}
-    train_cfg = apply_overrides(train_cfg, overrides, source="demo")
-    result = run_training_job(p, train_cfg, say=_say)
+    result = train_churn(p, data["labels"]["uri"], settings.train_overrides, say=_say)
     v1 = result.version
     _say(f"registered {MODEL} v{v1}: test AUC {result.test_metrics['auc']:.3f}; fallback "
          f"{result.fallback_name} v{result.fallback_version}")
@@ -202,18 +189,15 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
 
     stage("predictions over HTTP: by entity (online features) and by features")
     key = DEMO_KEYS["demo-client"]
-    customers = list(dict.fromkeys(tables["customer_profile"].column("customer_id").to_pylist()))[:5]
+    customers = data["customer_profile"]["ids"][:5]
     answers = []
     for cid in customers[:3]:
         status, body = _post(f"{url}/v1/predictions",
                              {"model_id": MODEL, "entity": {"customer_id": cid}}, key)
         answers.append((status, body))
         _say(f"entity {cid}: HTTP {status} {json.dumps(body)}")
-    features = {"tenure_months": 3, "monthly_charges": 99.5, "total_charges": 298.5,
-                "contract_type": "month-to-month", "paperless_billing": True, "num_products": 1,
-                "calls_last_30d": 12, "data_gb_last_30d": 2.5, "support_tickets_90d": 4,
-                "dropped_call_rate": 0.09}
-    status, body = _post(f"{url}/v1/predictions", {"model_id": MODEL, "features": features}, key)
+    status, body = _post(f"{url}/v1/predictions",
+                         {"model_id": MODEL, "features": EXAMPLE_FEATURES}, key)
     answers.append((status, body))
     _say(f"features: HTTP {status} {json.dumps(body)}")
     if settings.check:
@@ -221,16 +205,18 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
             _check(status == 200, f"HTTP 200 (got {status}: {body})")
             _check(0.0 <= body["probability"] <= 1.0, "a probability in [0, 1]")
             _check(body["model_version"] in (v1, str(v1)), f"served by v{v1}")
+        by_entity = {round(body["probability"], 6) for _, body in answers[:3]}
+        _check(len(by_entity) > 1, "entity answers come from each entity's online features")
         bad_status, bad = _post(f"{url}/v1/predictions",
                                 {"model_id": MODEL, "features": {"tenure_months": "x"}}, key)
         _check(bad_status == 422 and "error" in bad, "a bad request gets 422 with the error schema")
 
     stage(f"training a second version and starting a {settings.canary_weight:g}% canary")
-    canary_cfg = apply_overrides(train_cfg, settings.canary_overrides or {}, source="demo")
-    v2 = run_training_job(p, canary_cfg, say=_say).version
+    canary_overrides = {**(settings.train_overrides or {}), **(settings.canary_overrides or {})}
+    v2 = train_churn(p, data["labels"]["uri"], canary_overrides, say=_say).version
     p.serve.canary(MODEL, version=v2, weight=settings.canary_weight, steps=[5, 25, 50, 100])
     routes: Counter[str] = Counter()
-    ids = list(dict.fromkeys(tables["customer_usage"].column("customer_id").to_pylist()))
+    ids = data["customer_usage"]["ids"]
     for cid in ids[: 60 if settings.check else 40]:
         status, body = _post(f"{url}/v1/predictions",
                              {"model_id": MODEL, "entity": {"customer_id": cid}}, key)
@@ -243,6 +229,7 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
 
     stage("monitor report")
     try:
+        _await_logged(p, sent=sum(routes.values()) + len(answers))
         print(p.monitor.report_text(MODEL, start="1h"))
     except RayMLPError as e:
         _say(f"(monitor report unavailable: {e})")
@@ -252,23 +239,34 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
     print(f"  OpenAPI docs {url}/docs   (spec: {url}/openapi.json)")
     print(f"  Ray dashboard {p.dashboard_url or '(not running)'}")
     print("Try it:")
-    print(f"  curl -s -X POST {url}/v1/predictions -H 'X-API-Key: {key}' "
-          f"-H 'Content-Type: application/json' "
-          f"-d '{{\"model_id\": \"{MODEL}\", \"entity\": {{\"customer_id\": \"{customers[0]}\"}}}}'")
-    print(f"  curl -s -X POST {url}/v1/predictions -H 'X-API-Key: {key}' "
-          f"-H 'Content-Type: application/json' "
-          f"-d '{json.dumps({'model_id': MODEL, 'features': features})}'")
-    print(f"  curl -s {url}/v1/models -H 'X-API-Key: {key}'")
+    for line in curl_lines(url, customers[0], key):
+        print(f"  {line}")
     if not settings.keep_serving:
         print("smoke demo: all checks passed" if settings.check else "demo done")
         return 0
     print("serving until Ctrl-C ...", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("stopping")
+    _serve_until_interrupted()
+    print("stopping")
     return 0
+
+
+def _await_logged(p: Any, sent: int, timeout_s: float = 20.0) -> None:
+    """Wait (bounded) until the gateways' prediction logs have reached the monitor, so the
+    report covers the requests just sent (they ship every ``flush_interval_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if p.monitor.report(MODEL, start="1h")["traffic"]["requests"] >= sent:
+            return
+        time.sleep(0.5)  # polling the monitor actor; the condition is checked above
+
+
+def _serve_until_interrupted() -> None:
+    """Block until SIGINT (Ctrl-C) or SIGTERM, whatever handlers libraries left behind."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(3600):
+        pass
 
 
 def settings_from_args(smoke: bool, root: str | None) -> DemoSettings:

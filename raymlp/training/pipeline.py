@@ -46,7 +46,7 @@ from raymlp.training.data import PreparedData, prepare_data, read_table
 from raymlp.training.preprocessing import short_feature_names
 from raymlp.training.publish import Publication, metrics_for_registry, publish
 from raymlp.training.trainer import BestCheckpoint, find_best_checkpoint, join_uri, make_trainer
-from raymlp.training.tuning import TRIALS_DIR, apply_overrides, run_tune
+from raymlp.training.tuning import TRIALS_DIR, apply_overrides, keep_signal_handlers, run_tune
 
 __all__ = ["run_training_job", "TrainJobResult", "load_training_data", "signature_for"]
 
@@ -241,7 +241,8 @@ def _train(
     trainer = make_trainer(
         cfg, prepared.tensors, prepared.input_dim, storage_path=storage_path, name=run_name
     )
-    trainer.fit()
+    with keep_signal_handlers():
+        trainer.fit()
     best = find_best_checkpoint(join_uri(storage_path, run_name), cfg.tune.metric, cfg.tune.mode)
     return best, {}, []
 

@@ -23,7 +23,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["churn_table", "churn_feature_tables", "CHURN_FEATURES", "main"]
+__all__ = [
+    "churn_table",
+    "churn_feature_tables",
+    "churn_usage_events",
+    "append_usage_events",
+    "CHURN_FEATURES",
+    "main",
+]
 
 #: The feature columns of :func:`churn_table` (besides keys, timestamp and label).
 CHURN_FEATURES = ("tenure_months", "monthly_charges", "contract", "support_calls")
@@ -68,23 +75,34 @@ def churn_table(
 
 
 def churn_feature_tables(
-    n_customers: int, *, months: int = 3, seed: int = 0
+    n_customers: int, *, months: int = 3, seed: int = 0, now: datetime | None = None
 ) -> dict[str, pa.Table]:
     """``{"customer_profile", "customer_usage", "labels"}`` for ``configs/features/churn.yaml``.
 
     Each customer gets a profile row a few days before each monthly label and usage rows a
     day or two before it (inside the views' TTLs), so a point-in-time join finds them; the
     label ``churned`` (bool) follows a logistic model of the features.
+
+    Timeline: without ``now``, labels fall in the months from 2026-01-01 (reproducible); with
+    ``now``, the last month ends at ``now`` — every customer's newest label lies in the five
+    days before it, so the newest usage (TTL 7d) and profile (30d) rows are still fresh in the
+    online store and serving by entity answers from real features.
     """
     rng = np.random.default_rng(seed)
     n = n_customers * months
     cust = np.repeat(np.arange(n_customers), months)
     month = np.tile(np.arange(months), n_customers)
     ids = np.array([f"c{c:06d}" for c in range(n_customers)])[cust]
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    label_ts = [
-        t0 + timedelta(days=30 * int(m) + int(c % 20), hours=12) for m, c in zip(month, cust)
-    ]
+    if now is None:
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        label_ts = [
+            t0 + timedelta(days=30 * int(m) + int(c % 20), hours=12) for m, c in zip(month, cust)
+        ]
+    else:
+        label_ts = [
+            now - timedelta(days=30 * (months - 1 - int(m)) + int(c % 5), hours=12)
+            for m, c in zip(month, cust)
+        ]
     tenure = rng.integers(0, 72, n_customers)[cust] + month
     charges = np.round(rng.normal(65, 25, n_customers).clip(18, 120), 2)[cust]
     contract = np.array(["month-to-month", "one_year", "two_year"])[
@@ -147,8 +165,49 @@ def churn_feature_tables(
     }
 
 
+def churn_usage_events(
+    n_customers: int, n_events: int, *, seed: int | None = None, now: datetime | None = None
+) -> pa.Table:
+    """Fresh usage updates for the stream (``configs/jobs/stream_predict_churn.yaml``):
+    ``event_id`` (unique), ``customer_id`` (one of the first ``n_customers``),
+    ``event_timestamp`` (the last hour before ``now``) and the ``customer_usage`` features."""
+    import uuid
+
+    rng = np.random.default_rng(seed)
+    now = now or datetime.now(UTC)
+    batch = uuid.uuid4().hex[:8]
+    cust = rng.integers(0, n_customers, n_events)
+    ages = rng.integers(0, 3600, n_events)
+    return pa.table(
+        {
+            "event_id": pa.array([f"{batch}-{i:06d}" for i in range(n_events)]),
+            "customer_id": pa.array([f"c{c:06d}" for c in cust]),
+            "event_timestamp": pa.array(
+                [now - timedelta(seconds=int(a)) for a in ages], pa.timestamp("us", tz="UTC")
+            ),
+            "calls_last_30d": pa.array(rng.poisson(40, n_events), pa.int64()),
+            "data_gb_last_30d": pa.array(np.round(rng.gamma(2.0, 3.0, n_events), 2)),
+            "support_tickets_90d": pa.array(rng.poisson(0.8, n_events), pa.int64()),
+            "dropped_call_rate": pa.array(rng.beta(1.2, 40, n_events).astype(np.float32)),
+        }
+    )
+
+
+def append_usage_events(
+    path: str, n_customers: int, n_events: int, *, seed: int | None = None
+) -> pa.Table:
+    """Append one commit of :func:`churn_usage_events` to the Delta table at ``path`` (a
+    producer, for the stream job); returns the events."""
+    from deltalake import write_deltalake
+
+    events = churn_usage_events(n_customers, n_events, seed=seed)
+    write_deltalake(path, events, mode="append")
+    return events
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m raymlp.training.synthetic --out data/churn [--customers N] [--months M]``."""
+    """``python -m raymlp.training.synthetic --out data/churn [--customers N] [--months M]``;
+    ``--append-events PATH --events N``: one commit of fresh usage events to a Delta table."""
     import argparse
     from pathlib import Path
 
@@ -159,11 +218,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--customers", type=int, default=20_000)
     ap.add_argument("--months", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--end", default=None, metavar="ISO_TIME",
+                    help="the last month ends at this time (default: now, so the online store "
+                    "holds fresh features); e.g. 2026-06-01T00:00:00+00:00")
+    ap.add_argument("--append-events", metavar="DELTA_PATH", default=None,
+                    help="append --events fresh usage events to this Delta table instead")
+    ap.add_argument("--events", type=int, default=500, help="events per --append-events (500)")
     args = ap.parse_args(argv)
+    if args.append_events:
+        if args.events < 1:
+            ap.error(f"--events must be >= 1 (got {args.events})")
+        events = append_usage_events(args.append_events, args.customers, args.events)
+        print(f"{args.append_events}: appended {events.num_rows} usage events")
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        now = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC)
+    except ValueError:
+        ap.error(f"--end {args.end!r} is not an ISO time")
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
     for name, table in churn_feature_tables(
-        args.customers, months=args.months, seed=args.seed
+        args.customers, months=args.months, seed=args.seed, now=now
     ).items():
         pq.write_table(table, out / f"{name}.parquet")
         print(f"{out / name}.parquet: {table.num_rows} rows")

@@ -22,10 +22,14 @@ checkpoint is found by scanning its run directory (:func:`find_best_checkpoint`)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -192,7 +196,8 @@ def run_tune(
         ),
     )
     try:
-        results = tuner.fit()
+        with keep_signal_handlers():
+            results = tuner.fit()
     finally:
         _remove_orphaned_placement_groups()
     trials: list[dict[str, Any]] = []
@@ -217,6 +222,23 @@ def run_tune(
     return TuneOutcome(
         best_params=_jsonable(best_result.config), best_trial_id=trial_id, best=best, trials=trials
     )
+
+
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """Restore SIGINT/SIGTERM handlers after Tune/Train: Tune installs its own "stop the
+    experiment" handler and leaves it behind, which would swallow a later Ctrl-C (the demo's
+    serve-until-Ctrl-C loop, a stream job's graceful stop)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _remove_orphaned_placement_groups() -> list[str]:

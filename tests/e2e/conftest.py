@@ -39,7 +39,9 @@ def private_ray_tmp() -> str:
 
 def base_env(tmp_path: Path) -> dict[str, str]:
     cfg = tmp_path / "platform.yaml"
-    cfg.write_text(f"storage: {{root: {tmp_path / 'root'}}}\n")
+    # A free Serve port: other clusters of the test session (or a demo) may hold 8000.
+    cfg.write_text(f"storage: {{root: {tmp_path / 'root'}}}\n"
+                   f"http: {{host: 127.0.0.1, port: {free_port()}}}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAYMLP_ADDRESS")}
     env["RAYMLP_CONFIG"] = str(cfg)
     # `ray job submit -- python -m ...` runs `python` from the cluster's PATH: ours first.
