@@ -6,8 +6,9 @@ preprocessor + a ``tabular_mlp``) and write the predictions out:
 
 - **ours**: :mod:`raymlp.inference.batch` as ``jobs.batch_predict`` runs it — Ray Data reads the
   files, a pool of :class:`~raymlp.inference.batch.BatchPredictor` actors (one per CPU, one torch
-  thread each) scores ``batch_size`` rows per call with ``load_predictor(...).predict_proba``,
-  Ray tasks write Parquet files and one Delta commit makes them the predictions table;
+  thread each) scores ``batch_size`` rows per call with ``load_predictor(...).predict_proba``
+  and writes each block's predictions as a Parquet file; one Delta commit makes them the
+  predictions table;
 - **anchor**: ``pandas.read_parquet`` → a loop over chunks of ``batch_size`` rows calling the
   same ``predict_proba`` with ``torch.set_num_threads(1)`` → ``DataFrame.to_parquet``.
 
@@ -107,6 +108,8 @@ def ours(data: Path, art: Path, root: Path, cpus: int) -> tuple[float, pa.Table,
     """The batch_predict pipeline (read → actor pool → Parquet files → one Delta commit)."""
     from raymlp.inference import table as ptable
     from raymlp.inference.batch import (
+        PredictionFiles,
+        file_prefix,
         predict_dataset,
         read_entities,
         spread_blocks,
@@ -132,8 +135,10 @@ def ours(data: Path, art: Path, root: Path, cpus: int) -> tuple[float, pa.Table,
             batch_size=BATCH_SIZE,
             concurrency=cpus,
             num_cpus=1,
+            write_to=PredictionFiles(storage, name, file_prefix(name)),
         )
-        write_predictions(preds, storage, name, txn_id=name, metadata={"raymlp.op": "bench"})
+        write_predictions(preds, storage, name, txn_id=name, metadata={"raymlp.op": "bench"},
+                          written=True)
         return time.perf_counter() - t0
 
     elapsed = run("scores")

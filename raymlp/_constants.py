@@ -45,3 +45,12 @@ def principal_name() -> str | None:
 def actor_call_timeout_s() -> float:
     """``RAYMLP_ACTOR_TIMEOUT_S``: how long the SDK waits for one actor call (default 60)."""
     return float(os.environ.get("RAYMLP_ACTOR_TIMEOUT_S", "60"))
+
+
+def driver_read_max_bytes() -> int:
+    """``RAYMLP_DRIVER_READ_MAX_MB``: Parquet entity tables up to this size (default 256 MB)
+    are read by the driver in one pass and handed to Ray Data as blocks; larger ones are read
+    by Ray Data's distributed reader. Ray Data's read costs seconds of fixed overhead (its
+    list/read tasks on fresh worker processes), which dominates a small table; 0 turns the
+    driver read off."""
+    return int(float(os.environ.get("RAYMLP_DRIVER_READ_MAX_MB", "256")) * 1024 * 1024)

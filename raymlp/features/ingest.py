@@ -140,6 +140,7 @@ def ingest(
     written = ds.map_batches(
         write_block, batch_format="pyarrow", batch_size=None, zero_copy_batch=True
     )
+    written.set_name(f"raymlp-ingest-{name}")  # how the run shows in the Ray dashboard
     # The dataset's own context copy: surface the SchemaError itself, not Ray Data's wrapper.
     written.context.raise_original_map_exception = True
     try:

@@ -340,4 +340,6 @@ def historical_features(
         ]
         del feature_refs  # the join tasks hold them; freed as soon as each task is done
 
-    return ray.data.from_arrow_refs([c[0] for c in current])
+    joined = ray.data.from_arrow_refs([c[0] for c in current])
+    joined.set_name("raymlp-historical-features")  # its name in the Ray dashboard
+    return joined

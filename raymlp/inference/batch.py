@@ -7,14 +7,14 @@ One Ray Data pipeline, nothing collected on the driver:
    each row's timestamp) or the latest values (as of one time, default now), with the feature
    tables pinned to the versions in force when the job starts;
 3. ``map_batches`` with :class:`BatchPredictor`, a stateful class run by an actor pool
-   (``concurrency`` actors, ``batch_size`` rows per call, one GPU each when asked for and
-   present): each actor loads the model version once with
-   :func:`~raymlp.training.artifact.load_predictor` and scores with ``predict_proba`` — the
-   preprocessing code of training and serving;
-4. Ray tasks write the predictions as Parquet files into ``<root>/predictions/<output>``, and
-   the driver commits them in one Delta transaction whose metadata holds the lineage record
-   (model version, feature table versions, input, rows). A failed run commits nothing and
-   removes its files.
+   (``concurrency`` actors, one GPU each when asked for and present): each actor loads the
+   model version once with :func:`~raymlp.training.artifact.load_predictor`, scores each block
+   ``batch_size`` rows at a time with ``predict_proba`` — the preprocessing code of training
+   and serving — and writes the block's predictions as Parquet files into
+   ``<root>/predictions/<output>`` itself (no second pass over the rows, no extra processes);
+4. the driver commits the files in one Delta transaction whose metadata holds the lineage
+   record (model version, feature table versions, input, rows). A failed run commits nothing
+   and removes its files.
 
 Example::
 
@@ -47,6 +47,8 @@ from raymlp.storage import Storage
 __all__ = [
     "BatchPredictor",
     "BatchPredictionResult",
+    "PredictionFiles",
+    "file_prefix",
     "read_entities",
     "spread_blocks",
     "predict_dataset",
@@ -78,11 +80,29 @@ def read_entities(path: str, version: int | None = None) -> tuple[Any, dict[str,
     return read_table(path, version, field_prefix="")
 
 
+@dataclass(frozen=True)
+class PredictionFiles:
+    """Where :class:`BatchPredictor` writes: uncommitted Parquet files ``<prefix>-*`` of the
+    predictions table ``name``, at most ``rows_per_file`` rows each."""
+
+    storage: Storage
+    name: str
+    prefix: str
+    rows_per_file: int = 250_000
+
+
+def file_prefix(txn_id: str) -> str:
+    """The name prefix of a run's data files (what a failed run deletes)."""
+    return f"part-{txn_id}"
+
+
 class BatchPredictor:
     """The stateful ``map_batches`` class: loads one model version per actor, scores batches.
 
     Each call takes a pyarrow batch (entity columns + ``view__feature`` columns) and returns
-    the ``keep`` columns plus :data:`OUTPUT_COLUMNS`.
+    the ``keep`` columns plus :data:`OUTPUT_COLUMNS` — or, with ``write_to``, writes those rows
+    as Parquet files and returns one ``{"file": <json meta>}`` row per file. ``score_rows``
+    bounds the rows of one ``predict_proba`` call (a whole block may come in at once).
     """
 
     def __init__(
@@ -98,6 +118,8 @@ class BatchPredictor:
         variant: str = "fp32",
         device: str = "cpu",
         torch_threads: int = 1,
+        score_rows: int | None = None,
+        write_to: PredictionFiles | None = None,
     ) -> None:
         import torch
 
@@ -109,8 +131,26 @@ class BatchPredictor:
         self.refs, self.keep = dict(refs), list(keep)
         self.model_name, self.model_version = model_name, int(model_version)
         self.run_id, self.run_ts = run_id, int(run_timestamp_us)
+        self.score_rows, self.write_to = score_rows, write_to
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.write_to is None:
+            return self.score(batch)
+        w = self.write_to
+        step = self.score_rows or batch.num_rows or 1
+        scored = [self.score(batch.slice(i, step)) for i in range(0, batch.num_rows, step)]
+        files = []
+        if scored:
+            out = pa.concat_tables(scored)
+            for i in range(0, out.num_rows, w.rows_per_file):
+                meta = ptable.write_file(w.storage, w.name, out.slice(i, w.rows_per_file),
+                                         w.prefix)
+                if meta:
+                    files.append(json.dumps(meta))
+        return pa.table({"file": pa.array(files, pa.string())})
+
+    def score(self, batch: pa.Table) -> pa.Table:
+        """The predictions rows of ``batch``."""
         n = batch.num_rows
         proba = self.predictor.predict_proba(_with_inputs(batch, self.refs))
         out = batch.select(self.keep)
@@ -167,9 +207,14 @@ def predict_dataset(
     concurrency: int | tuple[int, int] = 2,
     num_cpus: float = 1.0,
     num_gpus: float | None = None,
+    write_to: PredictionFiles | None = None,
 ) -> Any:
     """``ds`` (entity + feature columns) → a lazy dataset of predictions (:class:`BatchPredictor`
-    on an actor pool of ``concurrency`` actors; ``num_gpus`` puts each on a GPU share)."""
+    on an actor pool of ``concurrency`` actors; ``num_gpus`` puts each on a GPU share).
+
+    With ``write_to`` the actors write the predictions themselves, a block at a time
+    (``batch_size`` rows per model call), and the dataset is of file records for
+    :func:`write_predictions` (``written=True``) to commit."""
     from ray.data import ActorPoolStrategy
 
     device = "cuda" if num_gpus else "cpu"
@@ -191,8 +236,11 @@ def predict_dataset(
             "variant": variant,
             "device": device,
             "torch_threads": max(1, int(num_cpus)),
+            "score_rows": batch_size,
+            "write_to": write_to,
         },
-        batch_size=batch_size,
+        # Writing: whole blocks per call (one file each, not one per batch_size rows).
+        batch_size=None if write_to is not None else batch_size,
         batch_format="pyarrow",
         compute=pool,
         num_cpus=num_cpus,
@@ -209,24 +257,30 @@ def write_predictions(
     metadata: dict[str, str],
     lineage: dict[str, Any] | None = None,
     rows_per_file: int = 250_000,
+    written: bool = False,
 ) -> tuple[int | None, int]:
     """Run the pipeline, write its rows into the predictions table ``name`` and commit them in
     one transaction carrying ``metadata`` and ``lineage`` (with ``rows`` filled in). Returns
     ``(table version, rows)``; ``(None, 0)`` when there was nothing to write. Nothing is
-    committed (and no file is left) on failure."""
-    prefix = f"part-{txn_id}"
-    written = ds.map_batches(
-        _write_block,
-        fn_kwargs={"storage": storage, "name": name, "prefix": prefix},
-        batch_size=rows_per_file,
-        batch_format="pyarrow",
-        # I/O only; and the predictor actors may hold every CPU until the last batch is scored.
-        num_cpus=0,
-    )
-    written.context.raise_original_map_exception = True
-    written.set_name(f"raymlp-predictions-{name}")  # how the run shows in the Ray dashboard
+    committed (and no file is left) on failure.
+
+    ``written=True``: ``ds`` is of file records (``predict_dataset(write_to=...)`` with
+    ``file_prefix(txn_id)``); only the commit is left to do."""
+    prefix = file_prefix(txn_id)
+    if not written:
+        ds = ds.map_batches(
+            _write_block,
+            fn_kwargs={"storage": storage, "name": name, "prefix": prefix},
+            batch_size=rows_per_file,
+            batch_format="pyarrow",
+            # I/O only; and the predictor actors may hold every CPU until the last is scored.
+            num_cpus=0,
+        )
+    written_ds = ds
+    written_ds.context.raise_original_map_exception = True
+    written_ds.set_name(f"raymlp-predictions-{name}")  # how the run shows in the Ray dashboard
     try:
-        files = [json.loads(r["file"]) for r in written.take_all()]
+        files = [json.loads(r["file"]) for r in written_ds.take_all()]
     except BaseException as e:
         ptable.delete_files(storage, name, prefix)
         cause = _find_raymlp_error(e)
@@ -382,6 +436,7 @@ def run_batch_prediction(
         keep += [feature_column(r) for r in ref_list if feature_column(r) not in keep]
 
     num_gpus = _gpus(cfg, say)
+    txn_id = f"batch-{run_id}"
     predictions = predict_dataset(
         spread_blocks(joined, cfg.concurrency),
         mv.artifact_uri,
@@ -396,6 +451,9 @@ def run_batch_prediction(
         concurrency=cfg.concurrency,
         num_cpus=cfg.num_cpus,
         num_gpus=num_gpus,
+        write_to=PredictionFiles(
+            platform.storage, cfg.output, file_prefix(txn_id), cfg.rows_per_file
+        ),
     )
     lineage: dict[str, Any] = {
         "run_id": run_id,
@@ -421,7 +479,7 @@ def run_batch_prediction(
         predictions,
         platform.storage,
         cfg.output,
-        txn_id=f"batch-{run_id}",
+        txn_id=txn_id,
         metadata={
             "raymlp.op": "batch_predict",
             "raymlp.run_id": run_id,
@@ -429,7 +487,7 @@ def run_batch_prediction(
             "raymlp.model_version": str(mv.version),
         },
         lineage=lineage,
-        rows_per_file=cfg.rows_per_file,
+        written=True,
     )
     lineage["rows"] = rows
     return BatchPredictionResult(

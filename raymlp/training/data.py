@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raymlp import _constants
 from raymlp.errors import SchemaError, ValidationError
 from raymlp.training.preprocessing import Preprocessor, PreprocessorFitter, category_key
 
@@ -101,7 +102,43 @@ def read_table(
     lower = local_path.lower().rstrip("/")
     if lower.endswith((".csv", ".csv.gz")):
         return ray.data.read_csv(path), {"uri": path, "format": "csv", "version": None}
-    return ray.data.read_parquet(path), {"uri": path, "format": "parquet", "version": None}
+    info = {"uri": path, "format": "parquet", "version": None}
+    small = _read_small_parquet(path)
+    if small is not None:
+        return small, info
+    return ray.data.read_parquet(path), info
+
+
+#: Rows per block of a table read by the driver (several blocks: every actor of a pool works).
+_DRIVER_BLOCK_ROWS = 131_072
+
+
+def _read_small_parquet(path: str) -> ray.data.Dataset | None:
+    """A Parquet file or directory no larger than ``RAYMLP_DRIVER_READ_MAX_MB``, read here in
+    one pass and split into blocks; None when it is larger (or not listable here)."""
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+    import ray.data
+
+    limit = _constants.driver_read_max_bytes()
+    if limit <= 0:
+        return None
+    try:
+        fs, base = pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+        top = fs.get_file_info(base)
+        if top.type == pafs.FileType.Directory:
+            files = [f for f in fs.get_file_info(pafs.FileSelector(base, recursive=True))
+                     if f.type == pafs.FileType.File]
+        else:
+            files = [top]
+        if sum(f.size or 0 for f in files) > limit:
+            return None
+        table = pads.dataset(base, filesystem=fs, format="parquet", partitioning="hive").to_table()
+    except (OSError, ValueError):
+        return None  # let Ray Data's reader report the problem
+    blocks = [table.slice(i, _DRIVER_BLOCK_ROWS)
+              for i in range(0, table.num_rows, _DRIVER_BLOCK_ROWS)] or [table]
+    return ray.data.from_arrow(blocks)
 
 
 def split_codes(

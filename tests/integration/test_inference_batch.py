@@ -136,3 +136,28 @@ def test_batch_prediction_pit_and_latest(platform, tmp_path, monkeypatch):
     assert tenure["c999999"] is None  # unknown customer: no features, still scored
     assert latest.column("probability").null_count == 0
     assert datetime.fromisoformat(runs[0]["lineage"]["as_of"]) == cut.astimezone(UTC)
+
+
+def test_small_parquet_tables_read_by_the_driver_match_ray_datas_reader(platform, tmp_path,
+                                                                       monkeypatch):
+    from raymlp.training import data as tdata
+
+    src = tmp_path / "entities"
+    src.mkdir()
+    ts = pa.array([datetime(2026, 3, 1, tzinfo=UTC)] * 150_000, pa.timestamp("us", tz="UTC"))
+    for i in range(3):  # a directory of files, as Spark or Ray Data write them
+        pq.write_table(pa.table({"customer_id": [f"c{i}-{j}" for j in range(150_000)],
+                                 "event_timestamp": ts}), src / f"part-{i}.parquet")
+    fast, info = tdata.read_table(str(src))
+    assert info == {"uri": str(src), "format": "parquet", "version": None}
+    assert fast.num_blocks() == 4  # 450k rows in blocks of at most 131072: every actor works
+    monkeypatch.setenv("RAYMLP_DRIVER_READ_MAX_MB", "0")  # Ray Data's distributed reader
+    slow, _ = tdata.read_table(str(src))
+    a, b = fast.to_arrow_refs(), slow.to_arrow_refs()
+    fast_t = pa.concat_tables(ray.get(a)).sort_by("customer_id")
+    slow_t = pa.concat_tables(ray.get(b)).sort_by("customer_id")
+    assert fast_t.equals(slow_t)
+    assert fast_t.schema.field("event_timestamp").type.tz == "UTC"
+    # Above the limit, the distributed reader is used.
+    monkeypatch.setenv("RAYMLP_DRIVER_READ_MAX_MB", "0.001")
+    assert tdata._read_small_parquet(str(src)) is None

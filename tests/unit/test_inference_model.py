@@ -89,3 +89,33 @@ def test_batch_predictor_types_all_null_columns(tmp_path):
         run_timestamp_us=0,
     )
     assert pred(batch).schema.field("note").type == pa.string()
+
+
+def test_batch_predictor_writes_a_whole_block_in_files_of_bounded_rows(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from raymlp.inference.batch import PredictionFiles, file_prefix
+    from raymlp.storage import Storage
+
+    art = make_artifact(tmp_path / "art", seed=3)
+    block = synthetic_table(250, seed=2).append_column(
+        "customer_id", pa.array([f"c{i}" for i in range(250)]))
+    storage = Storage(str(tmp_path / "root"))
+    kwargs = dict(refs={}, keep=["customer_id"], model_name="m", model_version=2, run_id="r",
+                  run_timestamp_us=0, score_rows=64)
+    writer = BatchPredictor(str(art), **kwargs,
+                            write_to=PredictionFiles(storage, "scores", file_prefix("t1"), 100))
+    out = writer(block)
+    metas = [json.loads(m) for m in out.column("file").to_pylist()]
+    assert [m["num_records"] for m in metas] == [100, 100, 50]
+    assert all(m["path"].startswith("part-t1-") for m in metas)
+    written = pa.concat_tables(
+        pq.read_table(storage.path("predictions", "scores", m["path"])) for m in metas)
+    expected = BatchPredictor(str(art), **kwargs)(block)  # same rows, scored 64 at a time
+    assert written.column("customer_id").to_pylist() == block.column("customer_id").to_pylist()
+    np.testing.assert_allclose(written.column("probability").to_numpy(),
+                               expected.column("probability").to_numpy(), rtol=1e-6)
+    # An empty block writes nothing and reports no file.
+    assert writer(block.slice(0, 0)).num_rows == 0
