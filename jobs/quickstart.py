@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if production is None:
         if request:
             _say(f"production needs approval: an approver runs `raymlp models approve {request}`,"
-                 " then run this job again (or jobs.deploy)")
+                 " then runs jobs.deploy")
         else:
             _say("no version holds production (the gate did not promote); not serving")
         args.no_serve = True
@@ -162,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         url, app = _deploy(p, args.serve_config, args.principal)
         answers = _predict(p, app, data["customer_profile"]["ids"][:3])
         summary.update(url=url, app=app, predictions=len(answers))
-        for line in curl_lines(url, data["customer_profile"]["ids"][0]):
+        key = "$RAYMLP_API_KEY" if p.config.auth.enabled else None  # a key of the caller's
+        for line in curl_lines(url, data["customer_profile"]["ids"][0], key):
             _say(f"try: {line}")
 
         _say(f"5/5 batch predictions of the labelled table -> predictions/{SCORES_TABLE}")

@@ -93,8 +93,10 @@ def train_churn(
 
 
 def curl_lines(url: str, customer_id: str, api_key: str | None = None) -> list[str]:
-    """Ready-to-paste ``curl`` lines: by entity, by features, the model list."""
-    key = f" -H 'X-API-Key: {api_key}'" if api_key else ""
+    """Ready-to-paste ``curl`` lines: by entity, by features, the model list. ``api_key`` may
+    be a shell variable (``"$RAYMLP_API_KEY"``), quoted so that the shell expands it."""
+    quote = '"' if api_key and api_key.startswith("$") else "'"
+    key = f" -H {quote}X-API-Key: {api_key}{quote}" if api_key else ""
     post = f"curl -s -X POST {url}/v1/predictions{key} -H 'Content-Type: application/json'"
     by_entity = {"model_id": MODEL, "entity": {"customer_id": customer_id}}
     by_features = {"model_id": MODEL, "features": EXAMPLE_FEATURES}
