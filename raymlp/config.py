@@ -222,6 +222,11 @@ class RayConfig(StrictModel):
     )
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address (local cluster).")
     dashboard_port: int = Field(8265, ge=1, le=65535, description="Dashboard port (local cluster).")
+    log_to_driver: bool = Field(
+        True,
+        description="Stream task and actor logs to this driver's console (false: they stay in the "
+        "dashboard and the session's log files; the demo keeps its own progress lines readable).",
+    )
 
     @field_validator("address")
     @classmethod

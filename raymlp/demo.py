@@ -123,6 +123,8 @@ def demo_platform_config(root: str, http_port: int) -> PlatformConfig:
         "http": {"host": "127.0.0.1", "port": http_port},
         "auth": {"tenants": [{"name": "default"}], "principals": principals},
         "registry": {"approval_required": True},
+        # Worker and replica logs stay in the dashboard: the console shows the stages.
+        "ray": {"log_to_driver": False},
     })
 
 
@@ -156,6 +158,7 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
     stage("starting raymlp on an embedded local Ray")
     p = raymlp.connect(address or "local", config=cfg, api_key=DEMO_KEYS["alice"])
     bob = p.as_principal(api_key=DEMO_KEYS["bob"])
+    _quiet_ray_data()
     _say(f"storage root {root}; acting as {p.principal.name} (developer)")
     _say(f"Ray dashboard: {p.dashboard_url or '(not running)'}")
 
@@ -251,6 +254,17 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
     _serve_until_interrupted()
     print("stopping")
     return 0
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data logs every execution's plan and progress to a non-interactive console; the
+    demo's own stage lines say what runs (the dashboard has the rest)."""
+    import logging
+
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _await_logged(p: Any, sent: int, timeout_s: float = 20.0) -> None:

@@ -100,7 +100,7 @@ def init_ray(
     address = address or _constants.ray_address() or cfg.ray.address
     ns = cfg.ray.namespace
     common = dict(namespace=ns, logging_level=logging.WARNING, configure_logging=True,
-                  log_to_driver=True)
+                  log_to_driver=cfg.ray.log_to_driver)
     if address == "local":
         if start == "persistent":
             return _start_persistent(cfg, common, fixed_ports=False)
