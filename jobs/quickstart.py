@@ -64,12 +64,15 @@ def _production_version(p: Any) -> int | None:
         return None
 
 
-def _deploy(p: Any, serve_config: str, principal: str | None) -> tuple[str, str]:
-    """Deploy the app; returns ``(url, app name)``."""
+def _serve_config(p: Any, serve_config: str, principal: str | None) -> ServeAppConfig:
+    """The serve config (with ``--principal``), checked against the platform's principals."""
+    from raymlp.serving._platform import service_principal
+
     cfg = p.serve.load_config(serve_config)
     if principal:
         cfg = ServeAppConfig.model_validate({**cfg.model_dump(mode="json"), "principal": principal})
-    return p.serve.deploy(cfg).rstrip("/"), cfg.name
+    service_principal(p.config, cfg.principal)
+    return cfg
 
 
 def _predict(p: Any, app: str, customer_ids: list[str]) -> list[dict[str, Any]]:
@@ -127,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary: dict[str, Any] = {"model": MODEL}
 
     p = job_platform(args)
+    if not args.no_serve:  # a serve config or principal problem shows now, not after training
+        serve_cfg = _serve_config(p, args.serve_config, args.principal)
     _say(f"platform at {p.storage.root} as {p.principal.name}; dashboard "
          f"{p.dashboard_url or '(not running)'}")
     _say(f"1/5 synthetic churn data: {args.customers} customers x {args.months} months")
@@ -159,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.no_serve:
         _say(f"4/5 serving production v{production} ({args.serve_config})")
-        url, app = _deploy(p, args.serve_config, args.principal)
+        url, app = p.serve.deploy(serve_cfg).rstrip("/"), serve_cfg.name
         answers = _predict(p, app, data["customer_profile"]["ids"][:3])
         summary.update(url=url, app=app, predictions=len(answers))
         key = "$RAYMLP_API_KEY" if p.config.auth.enabled else None  # a key of the caller's

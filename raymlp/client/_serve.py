@@ -75,9 +75,12 @@ class ServeClient:
         replica has warmed the stable versions. Idempotent."""
         from ray import serve
 
+        from raymlp.serving._platform import service_principal
         from raymlp.serving.app import build_app, http_options
 
         cfg = self.load_config(config)
+        # The replicas act as this principal; refuse here, not in replicas that never start.
+        service_principal(self._p.config, cfg.principal)
         http = cfg.http or self._p.config.http
         serve.start(http_options=http_options(http))
         serve.run(build_app(cfg, self._p.config), name=cfg.name, route_prefix=cfg.route_prefix)
