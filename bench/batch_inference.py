@@ -137,8 +137,7 @@ def ours(data: Path, art: Path, root: Path, cpus: int) -> tuple[float, pa.Table,
             num_cpus=1,
             write_to=PredictionFiles(storage, name, file_prefix(name)),
         )
-        write_predictions(preds, storage, name, txn_id=name, metadata={"raymlp.op": "bench"},
-                          written=True)
+        write_predictions(preds, storage, name, txn_id=name, metadata={"raymlp.op": "bench"})
         return time.perf_counter() - t0
 
     elapsed = run("scores")

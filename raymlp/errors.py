@@ -44,6 +44,7 @@ __all__ = [
     "UnavailableError",
     "StorageError",
     "unwrap_ray_error",
+    "find_raymlp_error",
     "error_for_code",
 ]
 
@@ -213,6 +214,33 @@ def unwrap_ray_error(exc: BaseException) -> BaseException:
         cause = getattr(cause, "cause", None)
         seen += 1
     return exc
+
+
+def find_raymlp_error(exc: BaseException) -> RayMLPError | None:
+    """The raymlp error behind Ray's and Ray Data's wrappers (``RayTaskError`` ->
+    ``UserCodeException`` -> ...), searched through causes and contexts; None if there is none.
+
+    Returns the original error, not Ray's dynamically made ``RayTaskError(SchemaError)``.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        inner = unwrap_ray_error(e)
+        if isinstance(inner, RayMLPError) and inner is not e:
+            return inner
+        if isinstance(e, RayMLPError):
+            return e
+        todo += [
+            inner if inner is not e else None,
+            getattr(e, "cause", None),
+            e.__cause__,
+            e.__context__,
+        ]
+    return None
 
 
 def _jsonable(value: Any) -> Any:

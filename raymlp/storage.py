@@ -115,6 +115,21 @@ class Storage:
         """``storage_options`` for deltalake (None for local roots)."""
         return dict(self.options) if self.options else None
 
+    def open_delta(self, *parts: str, version: int | None = None) -> Any:
+        """The Delta table at ``parts`` (at ``version``), or None when there is none yet.
+
+        Other errors (a bad version, the object store) propagate for the caller to name.
+        """
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(
+                self.uri(*parts), version=version, storage_options=self.delta_storage_options()
+            )
+        except TableNotFoundError:
+            return None
+
     # -- files ------------------------------------------------------------------------------
 
     def exists(self, *parts: str) -> bool:

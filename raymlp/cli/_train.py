@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from raymlp.cli._serve import add_connect_arguments
 from raymlp.errors import ConfigError
 
 __all__ = ["register", "add_train_arguments", "run_train", "parse_overrides"]
@@ -26,18 +27,7 @@ def add_train_arguments(ap: argparse.ArgumentParser) -> None:
         metavar="TRAIN_YAML",
         help="training config, e.g. configs/train/churn.yaml",
     )
-    ap.add_argument(
-        "--platform-config",
-        default=None,
-        metavar="PLATFORM_YAML",
-        help="platform.yaml (default: $RAYMLP_CONFIG, else configs/platform.yaml)",
-    )
-    ap.add_argument(
-        "--address",
-        default=None,
-        help="Ray address (default: join a running cluster, else start one)",
-    )
-    ap.add_argument("--api-key", default=None, help="API key to act with ($RAYMLP_API_KEY)")
+    add_connect_arguments(ap)
     ap.add_argument(
         "--set",
         dest="overrides",

@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from raymlp.config import FeatureView
-from raymlp.errors import BadRequestError, RayMLPError, unwrap_ray_error
+from raymlp.errors import BadRequestError, find_raymlp_error
 from raymlp.features import offline
 from raymlp.features.dtypes import SEQ_COLUMN
 from raymlp.features.validation import check_schema, conform
@@ -75,29 +75,6 @@ def to_dataset(data: Any) -> Any:
         field="data",
         value=type(data).__name__,
     )
-
-
-def _find_error(exc: BaseException) -> RayMLPError | None:
-    """The raymlp error behind Ray Data's wrappers (RayTaskError -> UserCodeException -> ...)."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        inner = unwrap_ray_error(e)
-        if isinstance(inner, RayMLPError) and inner is not e:
-            return inner  # the original error, not Ray's RayTaskError(SchemaError) subclass
-        if isinstance(e, RayMLPError):
-            return e
-        todo += [
-            inner if inner is not e else None,
-            getattr(e, "cause", None),
-            e.__cause__,
-            e.__context__,
-        ]
-    return None
 
 
 def with_seq(table: pa.Table, first: int, position: int) -> pa.Table:
@@ -147,7 +124,7 @@ def ingest(
         rows = written.take_all()
     except BaseException as e:
         offline.delete_files(storage, name, prefix)
-        cause = _find_error(e)
+        cause = find_raymlp_error(e)
         if cause is not None:
             raise cause from None
         raise

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, Transaction
 
 from raymlp.config import FeatureView
@@ -77,13 +77,7 @@ def table_uri(storage: Storage, view: str) -> str:
 def open_table(storage: Storage, view: str, version: int | None = None) -> DeltaTable | None:
     """The view's Delta table (at ``version``), or None if it does not exist yet."""
     try:
-        return DeltaTable(
-            table_uri(storage, view),
-            version=version,
-            storage_options=storage.delta_storage_options(),
-        )
-    except TableNotFoundError:
-        return None
+        return storage.open_delta(TABLES_DIR, view, version=version)
     except Exception as e:  # a bad version raises a generic DeltaError
         if version is not None and "version" in str(e).lower():
             raise NotFoundError(

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from raymlp.config import BatchPredictJobConfig
-from raymlp.errors import RayMLPError, ValidationError, unwrap_ray_error
+from raymlp.errors import ValidationError, find_raymlp_error
 from raymlp.features.dtypes import TS_TYPE
 from raymlp.inference import table as ptable
 from raymlp.inference.model import feature_column, input_refs, labels_for, resolve_model
@@ -173,11 +173,6 @@ class BatchPredictor:
         return out
 
 
-def _write_block(batch: pa.Table, storage: Storage, name: str, prefix: str) -> pa.Table:
-    meta = ptable.write_file(storage, name, batch, prefix)
-    return pa.table({"file": pa.array([json.dumps(meta)] if meta else [], pa.string())})
-
-
 def spread_blocks(ds: Any, concurrency: int | tuple[int, int], per_actor: int = 4) -> Any:
     """``ds`` computed, in at least ``per_actor`` blocks per predictor actor.
 
@@ -214,7 +209,7 @@ def predict_dataset(
 
     With ``write_to`` the actors write the predictions themselves, a block at a time
     (``batch_size`` rows per model call), and the dataset is of file records for
-    :func:`write_predictions` (``written=True``) to commit."""
+    :func:`write_predictions` to commit."""
     from ray.data import ActorPoolStrategy
 
     device = "cuda" if num_gpus else "cpu"
@@ -256,34 +251,21 @@ def write_predictions(
     txn_id: str,
     metadata: dict[str, str],
     lineage: dict[str, Any] | None = None,
-    rows_per_file: int = 250_000,
-    written: bool = False,
 ) -> tuple[int | None, int]:
-    """Run the pipeline, write its rows into the predictions table ``name`` and commit them in
-    one transaction carrying ``metadata`` and ``lineage`` (with ``rows`` filled in). Returns
-    ``(table version, rows)``; ``(None, 0)`` when there was nothing to write. Nothing is
-    committed (and no file is left) on failure.
-
-    ``written=True``: ``ds`` is of file records (``predict_dataset(write_to=...)`` with
-    ``file_prefix(txn_id)``); only the commit is left to do."""
+    """Run the pipeline ``ds`` — :func:`predict_dataset` with
+    ``write_to=PredictionFiles(storage, name, file_prefix(txn_id))``, whose actors write the
+    files — and commit its files to the predictions table ``name`` in one transaction carrying
+    ``metadata`` and ``lineage`` (with ``rows`` filled in). Returns ``(table version, rows)``;
+    ``(None, 0)`` when there was nothing to write. Nothing is committed (and no file is left)
+    on failure."""
     prefix = file_prefix(txn_id)
-    if not written:
-        ds = ds.map_batches(
-            _write_block,
-            fn_kwargs={"storage": storage, "name": name, "prefix": prefix},
-            batch_size=rows_per_file,
-            batch_format="pyarrow",
-            # I/O only; and the predictor actors may hold every CPU until the last is scored.
-            num_cpus=0,
-        )
-    written_ds = ds
-    written_ds.context.raise_original_map_exception = True
-    written_ds.set_name(f"raymlp-predictions-{name}")  # how the run shows in the Ray dashboard
+    ds.context.raise_original_map_exception = True
+    ds.set_name(f"raymlp-predictions-{name}")  # how the run shows in the Ray dashboard
     try:
-        files = [json.loads(r["file"]) for r in written_ds.take_all()]
+        files = [json.loads(r["file"]) for r in ds.take_all()]
     except BaseException as e:
         ptable.delete_files(storage, name, prefix)
-        cause = _find_raymlp_error(e)
+        cause = find_raymlp_error(e)
         if cause is not None:
             raise cause from None
         raise
@@ -301,24 +283,6 @@ def write_predictions(
             ptable.delete_files(storage, name, prefix)
         raise
     return version, rows
-
-
-def _find_raymlp_error(exc: BaseException) -> RayMLPError | None:
-    """The raymlp error behind Ray Data's wrappers, if any."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        inner = unwrap_ray_error(e)
-        if isinstance(inner, RayMLPError) and inner is not e:
-            return inner
-        if isinstance(e, RayMLPError):
-            return e
-        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    return None
 
 
 @dataclass
@@ -487,7 +451,6 @@ def run_batch_prediction(
             "raymlp.model_version": str(mv.version),
         },
         lineage=lineage,
-        written=True,
     )
     lineage["rows"] = rows
     return BatchPredictionResult(

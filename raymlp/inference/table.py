@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, Transaction
 
 from raymlp.errors import ConflictError, NotFoundError, SchemaError, StorageError
@@ -56,14 +56,7 @@ def table_uri(storage: Storage, name: str) -> str:
 
 def open_table(storage: Storage, name: str, version: int | None = None) -> DeltaTable | None:
     """The table (at ``version``), or None when it does not exist yet."""
-    try:
-        return DeltaTable(
-            table_uri(storage, name),
-            version=version,
-            storage_options=storage.delta_storage_options(),
-        )
-    except TableNotFoundError:
-        return None
+    return storage.open_delta(PREDICTIONS_DIR, name, version=version)
 
 
 def write_file(storage: Storage, name: str, table: pa.Table, prefix: str) -> dict[str, Any] | None:
