@@ -46,8 +46,8 @@ from raymlp.config import MonitoringConfig, Principal
 from raymlp.errors import PermissionDeniedError, StorageError, ValidationError
 from raymlp.monitoring.core import MonitorCore
 from raymlp.monitoring.logtable import DeltaLog, EventTable, GroupCommitter
-from raymlp.monitoring.metrics import MonitorMetrics, RayMetricsMirror
 from raymlp.monitoring.notify import Notifier
+from raymlp.monitoring.prometheus import MonitorMetrics, RayMetricsMirror
 from raymlp.monitoring.records import (
     FEEDBACK_SCHEMA,
     PREDICTION_SCHEMA,
@@ -559,7 +559,7 @@ class MonitorActor(PlatformActor):
 
     def gauges(self, model: str | None = None) -> dict[str, list[dict[str, Any]]]:
         """Current gauge values (of one model): ``{series: [{"labels", "value"}]}``."""
-        from raymlp.monitoring.metrics import GAUGES
+        from raymlp.monitoring.prometheus import GAUGES
 
         out: dict[str, list[dict[str, Any]]] = {}
         for name, rows in self.metrics.gauges.get().items():

@@ -106,7 +106,7 @@ def anchor(data: Path, art: Path, out: Path) -> tuple[float, pa.Table]:
 
 def ours(data: Path, art: Path, root: Path, cpus: int) -> tuple[float, pa.Table, dict[str, Any]]:
     """The batch_predict pipeline (read → actor pool → Parquet files → one Delta commit)."""
-    from raymlp.inference import table as ptable
+    from raymlp.inference import predictions_table as ptable
     from raymlp.inference.batch import (
         PredictionFiles,
         file_prefix,

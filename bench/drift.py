@@ -5,7 +5,7 @@ Data: ``rows`` × 100 numeric features (reference and current, standard normal);
 the current set are shifted by 0.5σ. Both sides get the raw reference and current data and
 must say which features drifted:
 
-* **ours** — ``raymlp.monitoring.batch.compare_numeric``: profiles the reference (robust range,
+* **ours** — ``raymlp.monitoring.dataset_drift.compare_numeric``: profiles the reference (robust range,
   fine histogram) and scores every feature in one vectorised pass per dataset; a feature
   drifts when PSI ≥ 0.2 or Wasserstein/std ≥ 0.1 (effect sizes), confirmed by KS p < 0.01;
 * **anchor** — Evidently 0.7 ``DataDriftPreset`` (its defaults: normed Wasserstein ≥ 0.1 for
@@ -34,7 +34,7 @@ import numpy as np
 
 from bench._common import emit, parser
 from raymlp.config import DriftSettings
-from raymlp.monitoring.batch import compare_numeric
+from raymlp.monitoring.dataset_drift import compare_numeric
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-evidently"

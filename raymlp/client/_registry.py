@@ -39,7 +39,7 @@ from raymlp.registry import artifacts, names
 from raymlp.registry.commands import ANY
 from raymlp.registry.events import EventKind
 from raymlp.registry.signature import parse_signature
-from raymlp.registry.traffic import KEEP
+from raymlp.registry.traffic_split import KEEP
 
 __all__ = [
     "RegistryClient",

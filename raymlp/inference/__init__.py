@@ -7,7 +7,7 @@
   together (exactly once per event across restarts);
 - :mod:`~raymlp.inference.sources` — the events sources: new versions of a Delta table, and the
   :class:`~raymlp.inference.sources.EventSource` interface for Kafka-style buses;
-- :mod:`~raymlp.inference.table` — the predictions Delta tables and their commit lineage;
+- :mod:`~raymlp.inference.predictions_table` — the predictions Delta tables and their commit lineage;
 - :mod:`~raymlp.inference.model` — resolving the model version and mapping features to inputs.
 
 Names are imported lazily (``import raymlp.inference`` does not import Ray or torch)::

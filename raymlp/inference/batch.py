@@ -39,7 +39,7 @@ import pyarrow as pa
 from raymlp.config import BatchPredictJobConfig
 from raymlp.errors import ValidationError, find_raymlp_error
 from raymlp.features.dtypes import TS_TYPE
-from raymlp.inference import table as ptable
+from raymlp.inference import predictions_table as ptable
 from raymlp.inference.model import feature_column, input_refs, labels_for, resolve_model
 from raymlp.inference.model import with_model_inputs as _with_inputs
 from raymlp.storage import Storage

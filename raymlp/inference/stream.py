@@ -51,7 +51,7 @@ from raymlp.errors import (
     ValidationError,
 )
 from raymlp.features.dtypes import TS_TYPE
-from raymlp.inference import table as ptable
+from raymlp.inference import predictions_table as ptable
 from raymlp.inference.model import (
     input_refs,
     labels_for,

@@ -21,11 +21,11 @@ from typing import Any
 from raymlp.config import ModelMonitorSettings, MonitoringConfig, MonitorSettings
 from raymlp.monitoring.alerts import AlertEngine
 from raymlp.monitoring.canary import CanaryStats, CanaryTracker
-from raymlp.monitoring.metrics import MonitorMetrics
+from raymlp.monitoring.live_windows import FeedbackResult, IngestResult, TrafficState
+from raymlp.monitoring.prometheus import MonitorMetrics
 from raymlp.monitoring.reference import ReferenceProfile
 from raymlp.monitoring.report import build_report
 from raymlp.monitoring.signals import Signals
-from raymlp.monitoring.traffic import FeedbackResult, IngestResult, TrafficState
 
 __all__ = ["MonitorCore", "PERF_GAUGE_WINDOW_S", "CANARY_SEEN_WINDOW_S"]
 

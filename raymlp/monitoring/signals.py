@@ -21,7 +21,7 @@ from raymlp.config import MONITOR_METRICS, DriftSettings
 from raymlp.errors import ValidationError
 from raymlp.monitoring.accuracy import fairness_report
 from raymlp.monitoring.drift import feature_drift, prediction_drift
-from raymlp.monitoring.traffic import TrafficState
+from raymlp.monitoring.live_windows import TrafficState
 
 __all__ = ["Sample", "Signals", "DRIFT_STATS"]
 

@@ -6,7 +6,7 @@
 - :mod:`~raymlp.registry.rbac`: roles, tenants, four-eyes approvals;
 - :mod:`~raymlp.registry.signature`: model signatures and request validation;
 - :mod:`~raymlp.registry.lineage`: lineage records and the reverse index;
-- :mod:`~raymlp.registry.traffic`: the serving traffic state (canary, shadow, standby);
+- :mod:`~raymlp.registry.traffic_split`: the serving traffic state (canary, shadow, standby);
 - :mod:`~raymlp.registry.eventlog`: the Delta event table; :mod:`~raymlp.registry.webhooks`:
   signed, retried webhook delivery; :mod:`~raymlp.registry.service`: all of it bound together.
 

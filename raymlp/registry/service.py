@@ -36,7 +36,7 @@ from raymlp.registry.events import Event
 from raymlp.registry.rbac import Action, Actor, authorize, resolve_actor
 from raymlp.registry.state import RegistryState
 from raymlp.registry.tracking import TrackingCommands
-from raymlp.registry.traffic import TrafficCommands
+from raymlp.registry.traffic_split import TrafficCommands
 from raymlp.registry.views import RegistryViews
 from raymlp.registry.webhooks import WebhookDispatcher
 from raymlp.storage import Storage

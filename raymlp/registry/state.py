@@ -63,7 +63,7 @@ class ModelRecord:
     #: Per alias, the earlier holders (a stack): rollback pops it.
     alias_history: dict[str, list[int]] = field(default_factory=dict)
     next_version: int = 1
-    #: The serving traffic state (canary, shadow, standby, steps): see ``traffic.py``.
+    #: The serving traffic state (canary, shadow, standby, steps): see ``traffic_split.py``.
     traffic: dict[str, Any] = field(default_factory=dict)
 
     def aliases_of(self, version: int) -> list[str]:

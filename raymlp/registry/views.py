@@ -26,7 +26,7 @@ from raymlp.registry.state import (
     VersionRecord,
 )
 from raymlp.registry.tracking import TrackingCommands
-from raymlp.registry.traffic import traffic_view
+from raymlp.registry.traffic_split import traffic_view
 
 __all__ = ["RegistryViews", "version_dict", "run_dict", "request_dict"]
 

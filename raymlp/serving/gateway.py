@@ -5,7 +5,7 @@ signature, pick the version (stable, sticky canary, or a pinned ``version``), an
 response cache or through the fallback chain (primary → fallback model → rule → default, each
 guarded), copy to the shadow version, log the record for the monitor. Errors always have one
 shape (:mod:`raymlp.serving.errors`). The routing table follows the registry live
-(:mod:`raymlp.serving.table`).
+(:mod:`raymlp.serving.route_updater`).
 
 Endpoints: ``POST /v1/predictions``, ``POST /v1/predictions:batch``, ``POST /v1/feedback``,
 ``GET /v1/models``, ``GET /v1/models/{model_id}``, ``GET /healthz``, ``GET /readyz``; the
@@ -52,6 +52,7 @@ from raymlp.serving.cache import ResponseCache, cache_key
 from raymlp.serving.chain import Answer, Step, run_chain
 from raymlp.serving.errors import error_body
 from raymlp.serving.predlog import PredictionLog
+from raymlp.serving.route_updater import WATCHED_EVENTS, RoutingTable
 from raymlp.serving.routing import ModelRoute, VersionInfo, choose
 from raymlp.serving.schemas import (
     BatchPredictionRequest,
@@ -65,7 +66,6 @@ from raymlp.serving.schemas import (
     PredictionResponse,
 )
 from raymlp.serving.shadow import ShadowRunner
-from raymlp.serving.table import WATCHED_EVENTS, RoutingTable
 
 __all__ = ["Gateway", "app"]
 

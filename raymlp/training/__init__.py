@@ -9,7 +9,7 @@ Modules (one concept each):
 - :mod:`~raymlp.training.ds_config` — the DeepSpeed config (ZeRO 0-3, offload, bf16 when supported);
 - :mod:`~raymlp.training.loop` — the Ray Train worker loop (DeepSpeed, checkpoints, resume);
 - :mod:`~raymlp.training.trainer` / :mod:`~raymlp.training.tuning` — TorchTrainer and Ray Tune;
-- :mod:`~raymlp.training.metrics` / :mod:`~raymlp.training.evaluation` — AUC, log-loss, ECE...;
+- :mod:`~raymlp.training.classification_metrics` / :mod:`~raymlp.training.evaluation` — AUC, log-loss, ECE...;
 - :mod:`~raymlp.training.artifact` — the model artifact and :func:`load_predictor`;
 - :mod:`~raymlp.training.profile` — the reference profile for drift detection;
 - :mod:`~raymlp.training.fallback`, :mod:`~raymlp.training.promotion`, :mod:`~raymlp.training.card`;

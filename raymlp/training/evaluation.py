@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from raymlp.training.classification_metrics import binary_metrics, calibration_table
 from raymlp.training.data import LABEL_COL
-from raymlp.training.metrics import binary_metrics, calibration_table
 
 __all__ = ["evaluate", "score"]
 

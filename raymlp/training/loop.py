@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raymlp.training.classification_metrics import auc_from_histograms
 from raymlp.training.ds_config import build_deepspeed_config, client_optimizer, resolve_bf16
-from raymlp.training.metrics import auc_from_histograms
 from raymlp.training.models import build_model
 
 __all__ = [

@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from raymlp.training.metrics import HIGHER_IS_BETTER
+from raymlp.training.classification_metrics import HIGHER_IS_BETTER
 
 __all__ = ["GateDecision", "decide"]
 

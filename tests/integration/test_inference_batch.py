@@ -15,7 +15,7 @@ from _inference_helpers import churn_setup, tiny_model
 
 from raymlp.config import BatchPredictJobConfig
 from raymlp.errors import ValidationError
-from raymlp.inference import table as ptable
+from raymlp.inference import predictions_table as ptable
 from raymlp.inference.batch import run_batch_prediction
 from raymlp.inference.model import with_model_inputs
 from raymlp.training.artifact import load_predictor

@@ -14,7 +14,7 @@ from _inference_helpers import USAGE, churn_setup, tiny_model
 from deltalake import write_deltalake
 
 from raymlp.config import StreamPredictJobConfig
-from raymlp.inference import table as ptable
+from raymlp.inference import predictions_table as ptable
 from raymlp.inference.stream import LocalScorer, Scorer, Scores, StreamProcessor
 from raymlp.training.artifact import load_predictor
 

@@ -18,7 +18,7 @@ from deltalake import write_deltalake
 
 from raymlp.config import StreamPredictJobConfig
 from raymlp.errors import ConflictError, ValidationError
-from raymlp.inference import table as ptable
+from raymlp.inference import predictions_table as ptable
 from raymlp.inference.stream import Scorer, Scores, StreamProcessor, app_id_for
 from raymlp.storage import Storage
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from raymlp.errors import ConflictError, NotFoundError, SchemaError
-from raymlp.inference import table as ptable
+from raymlp.inference import predictions_table as ptable
 from raymlp.storage import Storage
 
 

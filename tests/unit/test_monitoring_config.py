@@ -17,7 +17,7 @@ from raymlp.config import (
     load_platform_config,
 )
 from raymlp.errors import ConfigError
-from raymlp.monitoring.metrics import GAUGES, MonitorMetrics
+from raymlp.monitoring.prometheus import GAUGES, MonitorMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from scipy.spatial.distance import jensenshannon
 from raymlp.config import DriftSettings
 from raymlp.errors import ValidationError
 from raymlp.monitoring import stats
-from raymlp.monitoring.batch import compare_numeric, profile_numeric
+from raymlp.monitoring.dataset_drift import compare_numeric, profile_numeric
 
 
 def test_psi_matches_the_formula_and_is_zero_for_equal_distributions():

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raymlp.training.metrics import (
+from raymlp.training.classification_metrics import (
     auc_from_histograms,
     binary_metrics,
     brier_score,

@@ -3,7 +3,7 @@
 ``binary_metrics`` is what the job reports on the test split and what the promotion gate compares::
 
     >>> import numpy as np
-    >>> from raymlp.training.metrics import binary_metrics
+    >>> from raymlp.training.classification_metrics import binary_metrics
     >>> m = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
     >>> round(m["auc"], 2), m["accuracy"]
     (0.75, 0.75)
