@@ -2,7 +2,8 @@
 
 Actors are thin: they hold state in memory as a cache of the storage root and expose RPC; the
 logic lives in ``raymlp.features``, ``raymlp.registry`` and ``raymlp.monitoring``. Each actor is
-described by an :class:`ActorSpec`; ``raymlp up`` creates every spec whose module exists.
+described by an :class:`ActorSpec`; ``raymlp up`` creates every spec of :data:`ACTOR_SPECS`,
+in start order.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ActorSpec", "ACTOR_SPECS", "available_specs"]
+__all__ = ["ActorSpec", "ACTOR_SPECS"]
 
 
 @dataclass(frozen=True)
@@ -40,22 +41,13 @@ class ActorSpec:
     def load_class(self) -> type:
         return getattr(importlib.import_module(self.module), self.cls)
 
-    def is_available(self) -> bool:
-        try:
-            importlib.import_module(self.module)
-        except ModuleNotFoundError as e:
-            # Only "this actor is not built yet" counts as absent; a broken import is an error.
-            if e.name == self.module:
-                return False
-            raise
-        return True
-
 
 def _online_shard_names(cfg: Any) -> list[str]:
     n = cfg.feature_store.online_shards if cfg is not None else 1
     return [f"feature_store_online_{i}" for i in range(n)] if n > 1 else []
 
 
+#: Every platform actor, in start order (the registry before the monitor that calls it).
 ACTOR_SPECS: tuple[ActorSpec, ...] = (
     ActorSpec("registry", "actors.registry", "RegistryActor", start_order=0),
     ActorSpec(
@@ -68,7 +60,3 @@ ACTOR_SPECS: tuple[ActorSpec, ...] = (
     ActorSpec("monitor", "actors.monitor", "MonitorActor", start_order=2),
 )
 
-
-def available_specs() -> list[ActorSpec]:
-    """The specs whose actor module exists in this installation, in start order."""
-    return sorted((s for s in ACTOR_SPECS if s.is_available()), key=lambda s: s.start_order)

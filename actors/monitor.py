@@ -14,8 +14,9 @@ Thin shell around :class:`raymlp.monitoring.MonitorCore` (all logic lives there)
 * **metrics export** — a Prometheus ``/metrics`` endpoint (``monitor.metrics_port``; 0 picks a
   free port, see ``metrics_url``) and a ``ray.util.metrics`` mirror (Ray dashboard).
 
-The contract with the Serve gateway (asynchronous, batched; see ``raymlp.client._monitor``
-for the client-side :class:`PredictionLogger` that never blocks the request path):
+The contract with the Serve gateway (asynchronous, batched; see
+``raymlp._private.prediction_logger`` for the client-side :class:`PredictionLogger` that never
+blocks the request path):
 
 * ``log_predictions(records, source="gateway", dropped=0)`` — prediction records
   (``raymlp.monitoring.records``): all or nothing; a bad record raises ValidationError naming
@@ -24,8 +25,8 @@ for the client-side :class:`PredictionLogger` that never blocks the request path
 * ``log_feedback(records)`` — ``{request_id, label, ts}``: joined by request id.
 
 The traffic controller is ``fn(model, *, canary_version, canary_weight, reason)``. By default
-it calls ``p.registry.set_traffic`` when the registry client has it (else it logs that the
-decision could not be applied); tests inject their own with ``set_traffic_controller``.
+it calls the registry actor's ``set_traffic`` command (through ``raymlp._private.rpc``, as the
+``monitor`` principal); tests inject their own with ``set_traffic_controller``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any
 import pyarrow as pa
 
 from actors._base import PlatformActor
+from raymlp._private.rpc import ActorClient, RegistryRPC
 from raymlp.config import MonitoringConfig, Principal
 from raymlp.errors import PermissionDeniedError, StorageError, ValidationError
 from raymlp.monitoring.core import MonitorCore
@@ -94,7 +96,8 @@ class MonitorActor(PlatformActor):
         self.events = EventTable(self.storage, s.compact_every)
         self._controller: TrafficController | None = None
         self._controller_pending: dict[str, dict[str, Any]] = {}
-        self._platform_obj: Any = None
+        self._registry_rpc: RegistryRPC | None = None
+        self._feature_store: ActorClient | None = None
         self._freshness_cache: tuple[float, dict[str, float]] = (0.0, {})
         self._traffic_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="raymlp-monitor-io")
@@ -184,12 +187,17 @@ class MonitorActor(PlatformActor):
 
     # -- collaborators (reached lazily; the monitor works without them) ---------------------------
 
-    def _platform(self) -> Any:
-        if self._platform_obj is None:
-            from raymlp.client import Platform  # the SDK is the door to the other actors
+    def _registry(self) -> RegistryRPC:
+        """The registry actor, as the ``monitor`` principal (retried across its restarts)."""
+        if self._registry_rpc is None:
+            actor = ActorClient("registry", self.config.ray.namespace)
+            self._registry_rpc = RegistryRPC(actor, _MONITOR_PRINCIPAL)
+        return self._registry_rpc
 
-            self._platform_obj = Platform(self.config, _MONITOR_PRINCIPAL)
-        return self._platform_obj
+    def _features(self) -> ActorClient:
+        if self._feature_store is None:
+            self._feature_store = ActorClient("feature_store", self.config.ray.namespace)
+        return self._feature_store
 
     def _load_profile(self, model: str, version: int) -> ReferenceProfile | None:
         rel = f"models/{model}/{int(version)}/reference_profile.json"
@@ -215,10 +223,7 @@ class MonitorActor(PlatformActor):
             return cached
 
         def fetch() -> dict[str, Any] | None:
-            get_traffic = getattr(self._platform().registry, "get_traffic", None)
-            if get_traffic is None:
-                return None
-            out = get_traffic(model)
+            out = self._registry().query("get_traffic", name=model)
             return out if isinstance(out, dict) else getattr(out, "__dict__", None)
 
         value = self._bounded(fetch, cached)
@@ -237,7 +242,8 @@ class MonitorActor(PlatformActor):
             ages: dict[str, float] = {}
             for view in views:
                 try:
-                    info = self._platform().features.describe(view)
+                    principal = _MONITOR_PRINCIPAL.model_dump(mode="json")
+                    info = self._features().call("describe", view, principal)
                     last = (info.get("table") or {}).get("last_event_time")
                     if last:
                         ages[view] = time.time() - datetime.fromisoformat(str(last)).timestamp()
@@ -250,14 +256,11 @@ class MonitorActor(PlatformActor):
         return ages
 
     def _registry_sink(self, transition: dict[str, Any]) -> None:
-        reg = self._platform().registry
-        record = getattr(reg, "record_event", None)
-        if record is None:
-            return  # the registry does not take external events yet: log + webhooks only
-        record(
-            "monitor_alert",
-            transition.get("labels", {}).get("model"),
-            {
+        self._registry().command(
+            "record_event",
+            kind="monitor_alert",
+            model=transition.get("labels", {}).get("model"),
+            payload={
                 k: transition.get(k)
                 for k in (
                     "id",
@@ -276,18 +279,12 @@ class MonitorActor(PlatformActor):
     def _default_controller(
         self, model: str, *, canary_version: int, canary_weight: float, reason: str
     ) -> dict[str, Any]:
-        set_traffic = getattr(self._platform().registry, "set_traffic", None)
-        if set_traffic is None:
-            logger.warning(
-                "cannot apply canary weight %s for %s v%s: the registry has no "
-                "set_traffic yet (decision recorded and alerted only)",
-                canary_weight,
-                model,
-                canary_version,
-            )
-            return {"applied": False, "reason": "registry has no set_traffic"}
-        set_traffic(
-            model, canary_version=canary_version, canary_weight=canary_weight, reason=reason
+        self._registry().command(
+            "set_traffic",
+            name=model,
+            reason=reason,
+            canary_version=canary_version,
+            canary_weight=canary_weight,
         )
         return {"applied": True}
 

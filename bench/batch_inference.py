@@ -58,9 +58,9 @@ def make_data(rows: int, out: Path, files: int = 8) -> None:
 def make_model(data: Path, out: Path) -> Path:
     import torch
 
-    from raymlp.training.artifact import save_artifact
+    from raymlp.predictor.artifact import save_artifact
+    from raymlp.predictor.preprocessing import PreprocessorFitter
     from raymlp.training.models import tabular_mlp
-    from raymlp.training.preprocessing import PreprocessorFitter
     from raymlp.training.synthetic import CHURN_FEATURES
 
     fitter = PreprocessorFitter(list(CHURN_FEATURES))
@@ -87,7 +87,7 @@ def anchor(data: Path, art: Path, out: Path) -> tuple[float, pa.Table]:
     import pandas as pd
     import torch
 
-    from raymlp.training.artifact import load_predictor
+    from raymlp.predictor.artifact import load_predictor
 
     torch.set_num_threads(1)
     predictor = load_predictor(art)

@@ -28,9 +28,9 @@ def main() -> int:
         out["errors"]["device"] = "no CUDA GPU visible to torch"
         emit(out)
         return 1
-    from raymlp.training.artifact import load_predictor, save_artifact
+    from raymlp.predictor.artifact import load_predictor, save_artifact
+    from raymlp.predictor.preprocessing import PreprocessorFitter
     from raymlp.training.models import tabular_mlp
-    from raymlp.training.preprocessing import PreprocessorFitter
     from raymlp.training.synthetic import CHURN_FEATURES, churn_table
 
     table = churn_table(50_000, seed=1)

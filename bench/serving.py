@@ -147,8 +147,8 @@ def single_row_ms(dims: list[int]) -> float:
 
     import torch
 
+    from raymlp.predictor.artifact import load_predictor
     from raymlp.serving.examples import example_features, make_artifact
-    from raymlp.training.artifact import load_predictor
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
@@ -189,9 +189,9 @@ def main() -> None:
 
     from raymlp.client import connect
     from raymlp.config import PlatformConfig
+    from raymlp.predictor.artifact import read_json
     from raymlp.serving.app import MODEL_SERVER
     from raymlp.serving.examples import example_features, make_artifact
-    from raymlp.training.artifact import read_json
 
     heavy, heavy_ms = heavy_dims(max(3.0, args.heavy_ms))
     print(f"heavy MLP {heavy}: single-row forward {heavy_ms:.2f} ms", flush=True)

@@ -7,10 +7,10 @@ cluster through ``RAY_ADDRESS`` (set by Ray) and the platform published by ``ray
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
+from raymlp import _constants
 from raymlp.client import Platform, connect
 from raymlp.errors import RayMLPError
 
@@ -37,6 +37,6 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
         return int(main(argv) or 0)
     except RayMLPError as e:
         print(f"error: {e.message}", file=sys.stderr)
-        if os.environ.get("RAYMLP_DEBUG"):
+        if _constants.debug():
             raise
         return 1

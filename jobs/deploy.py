@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from jobs._common import run
-from raymlp.cli._serve import add_deploy_arguments, run_deploy
+from raymlp.cli._common import add_deploy_arguments, run_deploy
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

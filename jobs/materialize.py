@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config_file(MaterializeJobConfig, args.config) if args.config \
         else MaterializeJobConfig()
     p = job_platform(args)
-    views = cfg.views or [None]
+    views: list[str | None] = [*cfg.views] if cfg.views else [None]
     for view in views:
         for m in p.features.materialize(view, cfg.start, cfg.end, full=cfg.full):
             print(f"materialized {m['view']}: {m['rows_upserted']} rows "

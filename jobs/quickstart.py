@@ -41,7 +41,7 @@ from raymlp._private.churn_example import (
     train_churn,
     write_churn_data,
 )
-from raymlp.cli._train import parse_overrides
+from raymlp.cli._common import parse_overrides
 from raymlp.config import BatchPredictJobConfig, ServeAppConfig, load_config, load_config_file
 from raymlp.errors import NotFoundError, ValidationError
 
@@ -66,7 +66,7 @@ def _production_version(p: Any) -> int | None:
 
 def _serve_config(p: Any, serve_config: str, principal: str | None) -> ServeAppConfig:
     """The serve config (with ``--principal``), checked against the platform's principals."""
-    from raymlp.serving._platform import service_principal
+    from raymlp._private.principals import service_principal
 
     cfg = p.serve.load_config(serve_config)
     if principal:

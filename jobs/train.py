@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from jobs._common import run
-from raymlp.cli._train import add_train_arguments, run_train
+from raymlp.cli._common import add_train_arguments, run_train
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

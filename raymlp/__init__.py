@@ -12,11 +12,10 @@ Example::
     p.status()
 """
 
+from raymlp._version import __version__
 from raymlp.client import Platform, connect
 from raymlp.config import PlatformConfig, load_platform_config
 from raymlp.errors import RayMLPError
-
-__version__ = "0.1.0"
 
 __all__ = ["connect", "Platform", "PlatformConfig", "load_platform_config", "RayMLPError",
            "__version__"]

@@ -42,6 +42,12 @@ def principal_name() -> str | None:
     return os.environ.get("RAYMLP_PRINCIPAL") or None
 
 
+def debug() -> bool:
+    """``RAYMLP_DEBUG``: the CLI and jobs re-raise a RayMLPError (its traceback) after the
+    one-line message."""
+    return bool(os.environ.get("RAYMLP_DEBUG"))
+
+
 def actor_call_timeout_s() -> float:
     """``RAYMLP_ACTOR_TIMEOUT_S``: how long the SDK waits for one actor call (default 60)."""
     return float(os.environ.get("RAYMLP_ACTOR_TIMEOUT_S", "60"))

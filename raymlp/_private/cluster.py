@@ -5,7 +5,6 @@ Used by ``raymlp up|down|status`` and by :func:`raymlp.connect`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,8 +18,9 @@ from typing import Any, Literal
 
 import ray
 
-from actors import ACTOR_SPECS, ActorSpec, available_specs
+from actors import ACTOR_SPECS, ActorSpec
 from raymlp import _constants
+from raymlp._private.rpc import published_config
 from raymlp.config import PlatformConfig
 from raymlp.errors import ConflictError, UnavailableError
 
@@ -83,6 +83,31 @@ def _use_local_auth_token() -> None:
     except ImportError:  # older/newer Ray without token auth
         return
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _ensure_local_auth_token() -> None:
+    """Create this machine's Ray auth token before ``ray start --head`` in token mode.
+
+    ``ray.init()`` generates a missing token for the clusters it starts, but ``ray start`` with
+    ``RAY_AUTH_MODE=token`` refuses to start without one — so on a fresh machine (empty home
+    directory) ``raymlp up`` would fail. Written where Ray reads it: ``RAY_AUTH_TOKEN_PATH`` if
+    set, else ``~/.ray/auth_token`` (mode 0600).
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    try:
+        from ray._private.authentication.authentication_token_generator import (
+            generate_new_authentication_token,
+        )
+    except ImportError:  # older/newer Ray without token auth
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if path.exists() and path.read_text().strip():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(generate_new_authentication_token())
 
 
 def init_ray(
@@ -158,6 +183,7 @@ def _start_persistent(cfg: PlatformConfig, common: dict[str, Any], *, fixed_port
                 f"--metrics-export-port={_free_port()}"]
     if cfg.ray.num_cpus:
         cmd.append(f"--num-cpus={cfg.ray.num_cpus}")
+    _ensure_local_auth_token()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -183,16 +209,6 @@ def _start_embedded(cfg: PlatformConfig, common: dict[str, Any]) -> ClusterInfo:
 
 
 # -- published platform config --------------------------------------------------------------
-
-
-def published_config() -> PlatformConfig | None:
-    """The config the running platform was brought up with (None if not up)."""
-    from ray.experimental import internal_kv
-
-    raw = internal_kv._internal_kv_get(_constants.PLATFORM_KV_KEY, namespace=_constants.NAMESPACE)
-    if not raw:
-        return None
-    return PlatformConfig.model_validate(json.loads(raw))
 
 
 def _publish_config(cfg: PlatformConfig) -> None:
@@ -255,7 +271,7 @@ def ensure_platform(
     _publish_config(cfg)
     payload = cfg.model_dump(mode="json")
     handles = []
-    for spec in available_specs():
+    for spec in sorted(ACTOR_SPECS, key=lambda s: s.start_order):
         actor_cls = ray.remote(spec.load_class())
         opts = _settings(cfg, spec).actor
         for name in spec.names(cfg):
@@ -356,8 +372,7 @@ def platform_status(cfg: PlatformConfig) -> list[dict[str, Any]]:
                     row = {"name": name, "state": state, "node_id": None, "pid": None,
                            "num_restarts": "?"}
             if row is None or handle is None:
-                state = "NOT BUILT" if not spec.is_available() else "ABSENT"
-                row = {"name": name, "state": state, "node_id": None, "pid": None,
+                row = {"name": name, "state": "ABSENT", "node_id": None, "pid": None,
                        "num_restarts": 0}
             rows.append(
                 {

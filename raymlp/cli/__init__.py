@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
+from raymlp import _constants
+from raymlp._version import __version__
 from raymlp.errors import RayMLPError
 
 __all__ = ["main", "build_parser"]
 
-# Group modules, in help order. A module that does not exist yet is skipped.
+# Group modules, in help order.
 _GROUP_MODULES = (
     "_cluster",
     "_features",
@@ -53,19 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="raymlp: the ML platform on a Ray cluster (features, training, registry, "
         "serving, monitoring).",
     )
-    from raymlp import __version__
-
     parser.add_argument("--version", action="version", version=f"raymlp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = _common_parser()
     for mod_name in _GROUP_MODULES:
-        try:
-            mod = importlib.import_module(f"raymlp.cli.{mod_name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"raymlp.cli.{mod_name}":
-                continue
-            raise
-        mod.register(sub, common)
+        importlib.import_module(f"raymlp.cli.{mod_name}").register(sub, common)
     return parser
 
 
@@ -82,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args) or 0)
     except RayMLPError as e:
         print(f"error: {e.message}", file=sys.stderr)
-        if os.environ.get("RAYMLP_DEBUG"):
+        if _constants.debug():
             raise
         return 1
     except KeyboardInterrupt:

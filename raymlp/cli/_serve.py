@@ -23,94 +23,26 @@ from typing import Any
 
 import yaml
 
-from raymlp.cli._common import add_group, print_json
+from raymlp.cli._common import (
+    add_connect_arguments,
+    add_deploy_arguments,
+    add_group,
+    connect_from_args,
+    print_json,
+    print_routes,
+    run_deploy,
+)
 from raymlp.errors import ConfigError
 
-__all__ = ["register", "add_connect_arguments", "add_deploy_arguments", "run_deploy"]
-
-
-def add_connect_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument(
-        "--platform-config",
-        default=None,
-        metavar="PLATFORM_YAML",
-        help="platform.yaml (default: $RAYMLP_CONFIG, else configs/platform.yaml)",
-    )
-    ap.add_argument(
-        "--address",
-        default=None,
-        help="Ray address (default: join a running cluster, else start one)",
-    )
-    ap.add_argument("--api-key", default=None, help="API key to act with ($RAYMLP_API_KEY)")
-
-
-def add_deploy_arguments(ap: argparse.ArgumentParser) -> None:
-    """The arguments of ``raymlp serve deploy`` / ``python -m jobs.deploy``."""
-    ap.add_argument(
-        "--config",
-        required=True,
-        metavar="SERVE_YAML",
-        help="serve config, e.g. configs/serve/churn.yaml",
-    )
-    add_connect_arguments(ap)
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def _connect(args: argparse.Namespace) -> Any:
-    from raymlp.client import connect
-
-    return connect(
-        args.address,
-        config=args.platform_config,
-        api_key=args.api_key,
-        start="persistent" if args.address is None else "never",
-    )
-
-
-def _print_routes(models: dict[str, Any] | None) -> None:
-    if not models:
-        print("(no routing information yet)")
-        return
-    print(
-        f"{'MODEL':28} {'STABLE':>6} {'CANARY':>12} {'SHADOW':>6} {'STANDBY':>7} "
-        f"{'FALLBACK':28} READY"
-    )
-    for name, r in models.items():
-        canary, fb = r.get("canary"), r.get("fallback")
-        canary_s = f"v{canary['version']}@{canary['weight']:g}%" if canary else "-"
-        fb_s = f"{fb['model']}:{fb['version']}" if fb else "-"
-        print(
-            f"{name:28} {str(r.get('stable_version') or '-'):>6} {canary_s:>12} "
-            f"{str(r.get('shadow_version') or '-'):>6} {str(r.get('standby_version') or '-'):>7} "
-            f"{fb_s:28} {r.get('ready')}"
-        )
-        for problem in r.get("problems") or []:
-            print(f"  ! {problem}")
-
-
-def run_deploy(args: argparse.Namespace) -> int:
-    """Validate the serve config (before touching the cluster), connect, deploy, report."""
-    from raymlp.client._serve import ServeClient
-
-    cfg = ServeClient.load_config(args.config)
-    p = _connect(args)
-    url = p.serve.deploy(cfg)
-    status = p.serve.status(cfg.name)
-    if args.json:
-        print_json({"url": url, **status})
-        return 0
-    print(f"application {cfg.name!r} is {status['status']} at {url}")
-    _print_routes(status.get("models"))
-    print(f"API docs: {url}/docs   OpenAPI: {url}/openapi.json")
-    return 0
+__all__ = ["register"]
 
 
 def _config(args: argparse.Namespace) -> int:
-    from raymlp.client._serve import ServeClient
     from raymlp.config import load_platform_config
     from raymlp.serving.app import serve_config
+    from raymlp.serving.deploy import load_app_config
 
-    cfg = ServeClient.load_config(args.config)
+    cfg = load_app_config(args.config)
     platform_cfg = load_platform_config(args.platform_config)
     text = yaml.safe_dump(serve_config(cfg, platform_cfg.http), sort_keys=False)
     if args.output:
@@ -139,12 +71,12 @@ def _show(args: argparse.Namespace, route: dict[str, Any]) -> int:
     if args.json:
         print_json(route)
     else:
-        _print_routes({args.model: route} if route else None)
+        print_routes({args.model: route} if route else None)
     return 0
 
 
 def _canary(args: argparse.Namespace) -> int:
-    p = _connect(args)
+    p = connect_from_args(args)
     route = p.serve.canary(
         args.model,
         args.version,
@@ -160,7 +92,7 @@ def _canary(args: argparse.Namespace) -> int:
 def _shadow(args: argparse.Namespace) -> int:
     if args.off == (args.version is not None):
         raise ConfigError("give --version V or --off", field="--version")
-    p = _connect(args)
+    p = connect_from_args(args)
     route = p.serve.shadow(
         args.model,
         None if args.off else args.version,
@@ -172,7 +104,7 @@ def _shadow(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    p = _connect(args)
+    p = connect_from_args(args)
     if args.version is not None:
         route = p.serve.blue_green(args.model, args.version, app=args.app, wait=not args.no_wait)
     else:
@@ -181,12 +113,12 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    p = _connect(args)
+    p = connect_from_args(args)
     return _show(args, p.serve.rollback(args.model, app=args.app, wait=not args.no_wait))
 
 
 def _status(args: argparse.Namespace) -> int:
-    p = _connect(args)
+    p = connect_from_args(args)
     status = p.serve.status(args.app, refresh=args.refresh)
     if args.json:
         print_json(status)
@@ -194,7 +126,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"application {status['app']!r}: {status['status']}  {status.get('url') or ''}")
     for name, d in status["deployments"].items():
         print(f"  {name:16} {d['status']:10} {json.dumps(d['replicas'])}")
-    _print_routes(status.get("models"))
+    print_routes(status.get("models"))
     return 0
 
 

@@ -10,51 +10,35 @@ Used alike by user driver scripts, jobs, the CLI and Serve replicas::
 
 from __future__ import annotations
 
-import importlib
 from functools import cached_property
 from typing import Any
 
 from raymlp import _constants
 from raymlp._private import cluster
-from raymlp.client._rpc import ActorClient, call
+from raymlp._private.model_version import ModelVersion
+from raymlp._private.prediction_logger import PredictionLogger
+from raymlp._private.principals import resolve_principal
+from raymlp._private.registry_watcher import RegistryWatcher
+from raymlp._private.rpc import ActorClient
+from raymlp.client._features import FeaturesClient
+from raymlp.client._monitor import MonitorClient
+from raymlp.client._registry import RegistryClient
+from raymlp.client._serve import ServeClient
 from raymlp.config import PlatformConfig, Principal, load_platform_config
-from raymlp.errors import AuthenticationError
 from raymlp.storage import Storage
 
-__all__ = ["connect", "Platform", "ActorClient", "call"]
+__all__ = [
+    "connect",
+    "Platform",
+    "FeaturesClient",
+    "RegistryClient",
+    "MonitorClient",
+    "ServeClient",
+    "ModelVersion",
+    "RegistryWatcher",
+    "PredictionLogger",
+]
 
-#: Local identity when auth has no principals configured (a laptop or a test cluster).
-LOCAL_ADMIN = Principal(name="local-admin", tenant="default", roles=["admin"])
-
-
-def _resolve_principal(cfg: PlatformConfig, api_key: str | None, principal: str | None) -> Principal:
-    api_key = api_key or _constants.api_key()
-    principal = principal or _constants.principal_name()
-    if api_key:
-        p = cfg.auth.by_api_key(api_key)
-        if p is None:
-            raise AuthenticationError("the API key is not known to this platform")
-        return p
-    if not cfg.auth.enabled:
-        if principal and principal != LOCAL_ADMIN.name:
-            # Auth is off: any name acts as a local admin, kept for the audit log.
-            return Principal(name=principal, tenant="default", roles=["admin"])
-        return LOCAL_ADMIN
-    name = principal or cfg.auth.default_principal
-    if name is None:
-        raise AuthenticationError(
-            "auth is enabled: give an API key (RAYMLP_API_KEY or connect(api_key=...))"
-        )
-    found = cfg.auth.by_name(name)
-    if found is None:
-        raise AuthenticationError(f"principal {name!r} is not known to this platform",
-                                  principal=name)
-    if found.api_key_sha256 and principal is not None and principal != cfg.auth.default_principal:
-        raise AuthenticationError(
-            f"principal {name!r} has an API key: authenticate with it, not by name",
-            principal=name,
-        )
-    return found
 
 
 class Platform:
@@ -78,7 +62,7 @@ class Platform:
 
     def as_principal(self, *, api_key: str | None = None, principal: str | None = None) -> Platform:
         """The same platform acting as someone else (e.g. an approver)."""
-        return Platform(self.config, _resolve_principal(self.config, api_key, principal), self.cluster)
+        return Platform(self.config, resolve_principal(self.config, api_key, principal), self.cluster)
 
     def status(self) -> list[dict[str, Any]]:
         """One row per platform actor: actor, node, state, restarts, pid."""
@@ -88,29 +72,25 @@ class Platform:
     def dashboard_url(self) -> str | None:
         return getattr(self.cluster, "dashboard_url", None)
 
-    def _namespace(self, module: str, cls: str) -> Any:
-        mod = importlib.import_module(module)
-        return getattr(mod, cls)(self)
+    @cached_property
+    def features(self) -> FeaturesClient:
+        """Feature store client (:class:`FeaturesClient`)."""
+        return FeaturesClient(self)
 
     @cached_property
-    def features(self) -> Any:
-        """Feature store client (:class:`raymlp.client._features.FeaturesClient`)."""
-        return self._namespace("raymlp.client._features", "FeaturesClient")
+    def registry(self) -> RegistryClient:
+        """Model registry and experiment tracking (:class:`RegistryClient`)."""
+        return RegistryClient(self)
 
     @cached_property
-    def registry(self) -> Any:
-        """Model registry and experiment tracking (:class:`raymlp.client._registry.RegistryClient`)."""
-        return self._namespace("raymlp.client._registry", "RegistryClient")
+    def monitor(self) -> MonitorClient:
+        """Monitoring client (:class:`MonitorClient`)."""
+        return MonitorClient(self)
 
     @cached_property
-    def monitor(self) -> Any:
-        """Monitoring client (:class:`raymlp.client._monitor.MonitorClient`)."""
-        return self._namespace("raymlp.client._monitor", "MonitorClient")
-
-    @cached_property
-    def serve(self) -> Any:
-        """Serving client (:class:`raymlp.client._serve.ServeClient`)."""
-        return self._namespace("raymlp.client._serve", "ServeClient")
+    def serve(self) -> ServeClient:
+        """Serving client (:class:`ServeClient`)."""
+        return ServeClient(self)
 
 
 def connect(
@@ -150,4 +130,4 @@ def connect(
         cfg = cluster.ensure_platform(cfg, explicit=explicit)
     else:
         cfg = cluster.published_config() or cfg
-    return Platform(cfg, _resolve_principal(cfg, api_key, principal), info)
+    return Platform(cfg, resolve_principal(cfg, api_key, principal), info)

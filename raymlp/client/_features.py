@@ -18,18 +18,18 @@ commits and the online store. Example::
 from __future__ import annotations
 
 import os
-import pickle
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from raymlp import _constants
-from raymlp.client._rpc import call
+from raymlp._private.online_lookup import OnlineLookup
+from raymlp._private.rpc import call
 from raymlp.config import (
     Entity,
     FeatureRepo,
@@ -46,23 +46,19 @@ from raymlp.errors import (
     UnavailableError,
     ValidationError,
 )
-from raymlp.features import lookup, offline, pit
+from raymlp.features import offline, pit
 from raymlp.features.definitions import FeatureRegistry
 from raymlp.features.dtypes import arrow_type
 from raymlp.features.hashing import hash_keys
 from raymlp.features.ingest import ingest as run_ingest
 from raymlp.features.ingest import to_dataset
-from raymlp.features.lookup import OnlinePlan
 from raymlp.features.materialize import submit_latest, window_filter
 from raymlp.features.ondemand import load_udf
 
+if TYPE_CHECKING:
+    from raymlp.client import Platform
+
 __all__ = ["FeaturesClient"]
-
-_SHARD = "feature_store_online_{}"
-
-
-def _pack(obj: Any) -> bytes:
-    return pickle.dumps(obj, protocol=5)
 
 
 def _utc(value: Any, what: str) -> datetime | None:
@@ -106,13 +102,11 @@ def _rows_to_table(rows: Any) -> pa.Table:
 class FeaturesClient:
     """The feature store SDK (obtained as ``platform.features``)."""
 
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self._p = platform
-        self._main = platform.actor("feature_store")
-        self._reg: FeatureRegistry | None = None
-        self._plans: dict[tuple[str, ...], OnlinePlan] = {}
-        n = platform.config.feature_store.online_shards
-        self._shards = [platform.actor(_SHARD.format(i)) for i in range(n)] if n > 1 else []
+        self._online = OnlineLookup.from_config(platform.config, platform.principal)
+        self._main = self._online.main
+        self._shards = self._online.shards
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -122,38 +116,15 @@ class FeaturesClient:
 
     def registry(self, refresh: bool = True) -> FeatureRegistry:
         """The definitions in force (refreshed from the actor unless ``refresh=False``)."""
-        if self._reg is None or refresh:
-            data = self._main.call("definitions", self._reg.serial if self._reg else None)
-            if data is not None:
-                self._reg = FeatureRegistry.from_dict(data)
-                self._plans.clear()
-        assert self._reg is not None
-        return self._reg
+        return self._online.registry(refresh)
 
     def _cached_registry(self, probe: Any) -> FeatureRegistry:
         """The cached registry if ``probe(registry)`` finds what it needs, else a fresh one
         (a view applied by another client since we cached it)."""
-        if self._reg is not None:
-            try:
-                probe(self._reg)
-                return self._reg
-            except NotFoundError:
-                pass
-        return self.registry()
+        return self._online.cached_registry(probe)
 
     def _check_read(self, reg: FeatureRegistry, views: Iterable[str]) -> None:
-        p = self._p.principal
-        if "admin" in p.roles:
-            return
-        for v in views:
-            kind = "feature_view" if reg.has_view(v) else "on_demand_feature_view"
-            tenant = reg.record(kind, v)["tenant"]
-            if tenant != p.tenant:
-                raise PermissionDeniedError(
-                    f"view {v!r} belongs to tenant {tenant!r}, not {p.tenant!r}",
-                    principal=p.name,
-                    view=v,
-                )
+        self._online.check_read(reg, views)
 
     @staticmethod
     def _retry_unavailable(fn: Any, deadline_s: float | None = None) -> Any:
@@ -420,35 +391,7 @@ class FeaturesClient:
             # [{'customer_id': 'c1', 'customer_profile__tenure_months': 12,
             #   '_status': {'customer_profile__tenure_months': 'present'}}]
         """
-        key = tuple(features)
-        plan = self._plans.get(key)
-        if plan is None:
-            reg = self._cached_registry(lambda r: r.plan_retrieval(list(key)))
-            plan = OnlinePlan(reg, key)
-            self._check_read(reg, [*plan.views, *(o.name for o, _ in plan.plan.on_demand)])
-            self._plans[key] = plan
-        key_cols, key_sets = lookup.entity_keys(plan, entity_rows)
-        serial = self._reg.serial if self._reg else None
-        if self._shards:
-            parts = lookup.route(plan, key_sets, len(self._shards))
-            refs = [
-                (idx, a.remote("online_read_packed", _pack((sub, plan.requests, serial))))
-                for (idx, sub), a in zip(parts, self._shards)
-            ]
-            replies = [
-                (idx, pickle.loads(call(ref, actor="feature_store_online"))["views"])
-                for idx, ref in refs
-            ]
-            views = lookup.merge(plan, lookup.num_rows(entity_rows), replies)
-        else:
-            # Pickled here and in the actor: one bytes object crosses Ray (the hot path).
-            reply = pickle.loads(
-                self._main.call("online_read_packed", _pack((key_sets, plan.requests, serial)))
-            )
-            if self._reg is not None and reply["serial"] != self._reg.serial:
-                self.registry()  # definitions changed: plans are rebuilt on the next call
-            views = reply["views"]
-        return lookup.assemble(plan, views, key_cols, entity_rows, format)
+        return self._online.get_online_features(entity_rows, features, format=format)
 
     def get_historical_features(
         self,

@@ -19,27 +19,24 @@ keeps a local copy current from the registry's events::
 from __future__ import annotations
 
 import contextlib
-import logging
-import subprocess
 import threading
-import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ray
-from ray.exceptions import TaskCancelledError
-
-from raymlp.client._rpc import call
-from raymlp.errors import NotFoundError, UnavailableError, ValidationError
+from raymlp._private.git import detect_git_commit
+from raymlp._private.model_version import ModelVersion
+from raymlp._private.registry_watcher import RegistryWatcher
+from raymlp._private.rpc import RegistryRPC
+from raymlp.errors import ValidationError
 from raymlp.registry import artifacts, names
 from raymlp.registry.commands import ANY
-from raymlp.registry.events import EventKind
 from raymlp.registry.signature import parse_signature
 from raymlp.registry.traffic_split import KEEP
+
+if TYPE_CHECKING:
+    from raymlp.client import Platform
 
 __all__ = [
     "RegistryClient",
@@ -47,54 +44,7 @@ __all__ = [
     "RegistryWatcher",
     "AliasCache",
     "ANY",
-    "detect_git_commit",
 ]
-
-logger = logging.getLogger(__name__)
-
-_ALIAS_KINDS = [EventKind.ALIAS_MOVED, EventKind.ALIAS_DELETED]
-
-
-def detect_git_commit(path: str | Path = ".") -> str | None:
-    """The HEAD commit of the git checkout at ``path`` (None outside one)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and len(sha) >= 7 else None
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registered model version (``p.registry.get(...)``). Also readable as a dict."""
-
-    name: str
-    version: int
-    artifact_uri: str
-    stage: str
-    aliases: list[str]
-    tenant: str
-    signature: dict[str, Any] | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    lineage: dict[str, Any] = field(default_factory=dict)
-    run_id: str | None = None
-    card: str | None = None
-    description: str = ""
-    created_at: float = 0.0
-    created_by: str = ""
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelVersion:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
 
 
 class RegistryClient:
@@ -103,9 +53,9 @@ class RegistryClient:
     #: How long calls keep retrying while the registry actor restarts.
     retry_s: float = 60.0
 
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self._p = platform
-        self._actor = platform.actor("registry")
+        self._rpc = RegistryRPC(platform.actor("registry"), platform.principal, self.retry_s)
         self._watcher: RegistryWatcher | None = None
         self._watcher_lock = threading.Lock()
 
@@ -113,32 +63,16 @@ class RegistryClient:
 
     @property
     def principal(self) -> dict[str, Any]:
-        return self._p.principal.model_dump(mode="json")
+        return self._rpc.principal
 
     def _call(self, method: str, *args: Any, _timeout: float | None = None, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + self.retry_s
-        delay = 0.05
-        while True:
-            try:
-                return self._actor.call(method, *args, _timeout=_timeout, **kwargs)
-            except UnavailableError:
-                if time.monotonic() + delay > deadline:
-                    raise
-            time.sleep(delay)  # the actor is restarting: Ray brings it back, then we retry
-            delay = min(delay * 2, 1.0)
-            self._actor._handle = None  # re-resolve: a removed platform fails fast
-            try:
-                self._actor.handle  # noqa: B018 - resolves the named actor
-            except NotFoundError as e:
-                raise UnavailableError(
-                    "the registry actor is gone (run `raymlp up`)", actor="registry"
-                ) from e
+        return self._rpc.call(method, *args, _timeout=_timeout, **kwargs)
 
     def _command(self, op: str, **kwargs: Any) -> Any:
-        return self._call("command", self.principal, op, kwargs, uuid.uuid4().hex)
+        return self._rpc.command(op, **kwargs)
 
     def _query(self, op: str, **kwargs: Any) -> Any:
-        return self._call("query", self.principal, op, kwargs)
+        return self._rpc.query(op, **kwargs)
 
     # -- experiments and runs --------------------------------------------------------------
 
@@ -479,7 +413,7 @@ class RegistryClient:
     ) -> RegistryWatcher:
         """Call ``callback(event)`` in a background thread for every new event (of ``kinds``);
         after a resync it gets ``{"kind": "resync", "aliases": {...}}``. ``.stop()`` ends it."""
-        w = RegistryWatcher(self, kinds=kinds, listener=callback)
+        w = RegistryWatcher(self._rpc, kinds=kinds, listener=callback)
         w.start()
         return w
 
@@ -487,7 +421,7 @@ class RegistryClient:
         """The shared alias cache of this client (started on first use)."""
         with self._watcher_lock:
             if self._watcher is None:
-                self._watcher = RegistryWatcher(self)
+                self._watcher = RegistryWatcher(self._rpc)
                 self._watcher.start()
             return self._watcher
 
@@ -505,177 +439,6 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json", exclude_none=True)
     return value
-
-
-class RegistryWatcher:
-    """A local, event-fed copy of every alias the principal can see.
-
-    A daemon thread long-polls the registry actor; ``resolve`` is a dict lookup (sub-µs).
-    When the actor says the watcher fell behind (``resync``: it missed more events than the
-    actor keeps, or the log is behind it) the watcher reloads a snapshot; while the actor is
-    unreachable it keeps serving the last copy and retries with backoff.
-
-    Example::
-
-        w = p.registry.watcher()
-        w.resolve("churn", "production")   # -> 3
-        w.wait_for_seq(seq, timeout_s=1)   # until an event with seq is reflected
-    """
-
-    def __init__(
-        self,
-        client: RegistryClient,
-        *,
-        kinds: list[str] | None = None,
-        listener: Callable[[dict[str, Any]], Any] | None = None,
-        poll_timeout_s: float = 5.0,
-    ) -> None:
-        # The shared alias cache must not keep its client (and platform) alive: when the user
-        # drops them, the thread ends. A subscription is owned by its caller and holds it.
-        self._client_ref = weakref.ref(client)
-        self._client_hold = client if listener is not None else None
-        self._kinds = kinds
-        self._listener = listener
-        self.poll_timeout_s = poll_timeout_s
-        self._aliases: dict[str, dict[str, int]] = {}
-        self.seq = 0
-        self.resyncs = 0
-        self.synced = threading.Event()
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._poll_ref: Any = None
-
-    # -- reads -----------------------------------------------------------------------------
-
-    def resolve(self, name: str, alias: str) -> int:
-        version = self._aliases.get(name, {}).get(alias)
-        if version is None:
-            raise NotFoundError(
-                f"model {name!r} has no alias {alias!r}", kind="alias", name=alias, model=name
-            )
-        return version
-
-    def aliases(self, name: str) -> dict[str, int]:
-        return dict(self._aliases.get(name, {}))
-
-    def wait_for_seq(self, seq: int, timeout_s: float = 5.0) -> bool:
-        """Block until events up to ``seq`` are reflected; returns whether they are."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self.seq >= seq, timeout=timeout_s)
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self, timeout_s: float = 30.0) -> RegistryWatcher:
-        """Start (or restart) the thread; on first start, waits for the first snapshot."""
-        if self._thread is not None and self._thread.is_alive():
-            if not self._stop.is_set():
-                return self
-            self._thread.join()  # a stop() still finishing its last poll
-        self._stop.clear()
-        if not self.synced.is_set():
-            self._resync()
-        self._thread = threading.Thread(
-            target=self._loop, name="raymlp-registry-watcher", daemon=True
-        )
-        self._thread.start()
-        self.synced.wait(timeout_s)
-        return self
-
-    def stop(self, wait: bool = False) -> None:
-        """Stop polling (the copy stays readable; ``start`` resumes, resyncing if needed).
-        The thread ends after its current poll (``wait`` joins it)."""
-        self._stop.set()
-        ref, self._poll_ref = self._poll_ref, None
-        if ref is not None:
-            with contextlib.suppress(Exception):
-                ray.cancel(ref)  # end the long poll now rather than at its timeout
-        if wait and self._thread is not None:
-            self._thread.join()
-
-    # -- internals -------------------------------------------------------------------------
-
-    def _resync(self) -> None:
-        client = self._client_ref()
-        if client is None:
-            raise UnavailableError("the registry client of this watcher is gone")
-        snap = client._query("alias_snapshot")
-        with self._cond:
-            self._aliases = {n: dict(a) for n, a in snap["aliases"].items()}
-            self.seq = int(snap["seq"])
-            self._cond.notify_all()
-        if self.synced.is_set():
-            self.resyncs += 1
-        self.synced.set()
-        if self._listener is not None and self.resyncs:
-            self._notify({"kind": "resync", "seq": self.seq, "aliases": snap["aliases"]})
-
-    def _notify(self, event: dict[str, Any]) -> None:
-        try:
-            self._listener(event)  # type: ignore[misc]
-        except Exception:  # a subscriber's bug must not kill the watcher
-            logger.exception("registry subscriber callback failed")
-
-    def _apply(self, ev: dict[str, Any]) -> None:
-        p = ev.get("payload") or {}
-        if ev["kind"] == EventKind.ALIAS_MOVED:
-            current = dict(self._aliases.get(p["name"], {}))
-            current[p["alias"]] = int(p["after"])
-            self._aliases[p["name"]] = current  # swap whole dicts: readers never see a half
-        elif ev["kind"] == EventKind.ALIAS_DELETED:
-            current = dict(self._aliases.get(p["name"], {}))
-            current.pop(p["alias"], None)
-            self._aliases[p["name"]] = current
-
-    def _loop(self) -> None:
-        backoff = 0.05
-        kinds = self._kinds if self._listener is not None else _ALIAS_KINDS
-        if self._listener is not None and self._kinds is not None:
-            kinds = sorted(set(self._kinds) | set(_ALIAS_KINDS))
-        while not self._stop.is_set():
-            client = self._client_ref()
-            if client is None:
-                return  # nobody can read this copy any more
-            try:
-                ref = client._actor.remote(
-                    "wait_for_events",
-                    client.principal,
-                    self.seq,
-                    self.poll_timeout_s,
-                    kinds,
-                    1000,
-                )
-                self._poll_ref = ref
-                if self._stop.is_set():
-                    break
-                res = call(ref, timeout=self.poll_timeout_s + 30, actor="registry")
-                if res["resync"]:
-                    self._resync()
-                    continue
-                for ev in res["events"]:
-                    self._apply(ev)
-                    if self._listener is not None and (
-                        self._kinds is None or ev["kind"] in self._kinds
-                    ):
-                        self._notify(ev)
-                with self._cond:
-                    self.seq = max(self.seq, int(res["last_seq"]))
-                    self._cond.notify_all()
-                backoff = 0.05
-            except TaskCancelledError:
-                continue  # stop() cancelled the poll
-            except (UnavailableError, NotFoundError) as e:
-                # Restart or partition: keep serving the last copy, retry.
-                logger.debug("registry watcher: %s; retrying in %.2fs", e, backoff)
-                client._actor._handle = None
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-            except Exception:
-                logger.exception("registry watcher poll failed")
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                client = None  # hold the client only while polling (see _client_ref)
 
 
 #: The hot-path alias cache is the watcher.

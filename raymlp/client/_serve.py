@@ -15,46 +15,30 @@ audited, evented) that every gateway replica applies within seconds — no redep
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from raymlp.config import ServeAppConfig, load_config, load_serve_config
+from raymlp.config import ServeAppConfig
 from raymlp.errors import ConflictError, NotFoundError, UnavailableError, ValidationError
+from raymlp.serving import deploy as _deploy
+from raymlp.serving.deploy import DEFAULT_APP
+
+if TYPE_CHECKING:
+    from raymlp.client import Platform
 
 __all__ = ["ServeClient", "DEFAULT_APP"]
 
-DEFAULT_APP = "raymlp"
-_KV_PREFIX = "raymlp/serve/"
-
-
-def _kv() -> Any:
-    from ray.experimental import internal_kv
-
-    return internal_kv
-
-
-def _live_app_names() -> set[str]:
-    """The Serve applications that exist right now (none when Serve is not running)."""
-    import ray
-
-    try:
-        ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
-    except ValueError:
-        return set()
-    from ray import serve
-
-    return set(serve.status().applications)
-
 
 class ServeClient:
-    """The serving namespace of a :class:`~raymlp.client.Platform` (``p.serve``)."""
+    """The serving namespace of a :class:`~raymlp.client.Platform` (``p.serve``).
+
+    Deployment is :mod:`raymlp.serving.deploy`; traffic changes are registry writes."""
 
     #: How long traffic commands wait for the gateways to apply a change.
     apply_timeout_s: float = 30.0
 
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self._p = platform
 
     # -- deployment ------------------------------------------------------------------------
@@ -64,100 +48,29 @@ class ServeClient:
         config: str | os.PathLike[str] | ServeAppConfig | dict[str, Any],
     ) -> ServeAppConfig:
         """A :class:`ServeAppConfig` from a path, a dict or itself (errors name the field)."""
-        if isinstance(config, ServeAppConfig):
-            return config
-        if isinstance(config, dict):
-            return load_config(ServeAppConfig, config, "<serve config>")
-        return load_serve_config(config)
+        return _deploy.load_app_config(config)
 
     def deploy(self, config: str | os.PathLike[str] | ServeAppConfig | dict[str, Any]) -> str:
         """Deploy (or update in place) the application; returns its URL once every gateway
         replica has warmed the stable versions. Idempotent."""
-        from ray import serve
-
-        from raymlp.serving._platform import service_principal
-        from raymlp.serving.app import build_app, http_options
-
-        cfg = self.load_config(config)
-        # The replicas act as this principal; refuse here, not in replicas that never start.
-        service_principal(self._p.config, cfg.principal)
-        http = cfg.http or self._p.config.http
-        serve.start(http_options=http_options(http))
-        serve.run(build_app(cfg, self._p.config), name=cfg.name, route_prefix=cfg.route_prefix)
-        url = self._url_for(cfg)
-        _kv()._internal_kv_put(
-            f"{_KV_PREFIX}{cfg.name}".encode(),
-            json.dumps(
-                {"config": cfg.model_dump(mode="json"), "url": url, "deployed_at": time.time()}
-            ).encode(),
-            overwrite=True,
-            namespace=self._p.config.ray.namespace,
-        )
-        return url
+        return _deploy.deploy(self._p.config, config)
 
     def delete(self, app: str | None = None) -> None:
         """Remove the application (Serve itself keeps running)."""
-        from ray import serve
-
-        name = self._app_name(app)
-        serve.delete(name)
-        _kv()._internal_kv_del(
-            f"{_KV_PREFIX}{name}".encode(), namespace=self._p.config.ray.namespace
-        )
+        _deploy.delete(self._p.config, app)
 
     def _url_for(self, cfg: ServeAppConfig) -> str:
-        http = cfg.http or self._p.config.http
-        host, port = http.host, http.port
-        try:  # the proxy's actual options (Serve may have been started before us)
-            from ray.serve.context import _get_global_client
-
-            actual = _get_global_client().http_config
-            host, port = actual.host or host, actual.port or port
-        except Exception:  # noqa: BLE001 - fall back to the configured endpoint
-            pass
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        scheme = "https" if http.ssl_certfile else "http"
-        prefix = "" if cfg.route_prefix == "/" else cfg.route_prefix
-        return f"{scheme}://{host}:{port}{prefix}"
+        return _deploy.url_for(self._p.config, cfg)
 
     def _deployed(self, app: str | None = None) -> dict[str, Any]:
-        name = self._app_name(app)
-        raw = _kv()._internal_kv_get(
-            f"{_KV_PREFIX}{name}".encode(), namespace=self._p.config.ray.namespace
-        )
-        if not raw:
-            raise NotFoundError(
-                f"no serving application {name!r} was deployed with raymlp "
-                "(run `raymlp serve deploy`)",
-                kind="application",
-                name=name,
-            )
-        return json.loads(raw)
+        return _deploy.deployed(self._p.config, app)
 
     def _app_name(self, app: str | None) -> str:
-        if app:
-            return app
-        keys = (
-            _kv()._internal_kv_list(_KV_PREFIX.encode(), namespace=self._p.config.ray.namespace)
-            or []
-        )
-        names = sorted(k.decode()[len(_KV_PREFIX) :] for k in keys)
-        live = _live_app_names()
-        for gone in [n for n in names if n not in live]:
-            # Deleted behind raymlp's back (serve shutdown, a test's teardown): forget it, so
-            # the default application is one that actually serves.
-            _kv()._internal_kv_del(
-                f"{_KV_PREFIX}{gone}".encode(), namespace=self._p.config.ray.namespace
-            )
-        names = [n for n in names if n in live]
-        if len(names) == 1:
-            return names[0]
-        return DEFAULT_APP if not names or DEFAULT_APP in names else names[0]
+        return _deploy.app_name(self._p.config, app)
 
     def config(self, app: str | None = None) -> ServeAppConfig:
         """The config the application was deployed with."""
-        return ServeAppConfig.model_validate(self._deployed(app)["config"])
+        return _deploy.config_of(self._p.config, app)
 
     def url(self, app: str | None = None) -> str:
         """Base URL of the application's HTTP API."""
@@ -165,11 +78,7 @@ class ServeClient:
 
     def handle(self, app: str | None = None) -> Any:
         """A DeploymentHandle on the Gateway (``await h.infer.remote({...})``)."""
-        from ray import serve
-
-        from raymlp.serving.app import GATEWAY
-
-        return serve.get_deployment_handle(GATEWAY, app_name=self._app_name(app))
+        return _deploy.gateway_handle(self._p.config, app)
 
     def predict(
         self,
@@ -323,11 +232,7 @@ class ServeClient:
 
     def warm_up(self, model: str, version: int, app: str | None = None) -> dict[str, Any]:
         """Load ``version`` on a primary model server and score a probe row."""
-        from ray import serve
-
-        from raymlp.serving.app import MODEL_SERVER
-
-        h = serve.get_deployment_handle(MODEL_SERVER, app_name=self._app_name(app))
+        h = _deploy.model_server_handle(self._p.config, app)
         return (
             h.options(multiplexed_model_id=f"{model}:{int(version)}", method_name="warmup")
             .remote()

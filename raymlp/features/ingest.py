@@ -135,10 +135,6 @@ def ingest(
         version = commit(files, txn_id)
     except BaseException:
         # The commit may have happened and only the reply was lost: keep the files then.
-        if (
-            offline.open_table(storage, name) is not None
-            and offline.open_table(storage, name).transaction_version(txn_id) is None
-        ):
-            offline.delete_files(storage, name, prefix)
+        offline.discard_uncommitted(storage, name, prefix, txn_id)
         raise
     return version, sum(f["num_records"] for f in files)

@@ -3,7 +3,8 @@
 Tables are append-only (ingest, push) except when a forced incompatible ``apply`` replaces the
 schema; every write is one ACID commit, and time travel by version is what makes a training set
 reproducible. Data files written by Ray Data tasks are committed together by
-:func:`commit_files`, idempotently (a retried commit with the same ``txn_id`` is a no-op).
+:func:`commit_files`, idempotently (a retried commit with the same ``txn_id`` is a no-op); the
+write protocol itself is :mod:`raymlp._private.delta`, shared with the predictions tables.
 
 Example::
 
@@ -15,20 +16,15 @@ from __future__ import annotations
 
 import json
 import math
-import time
-import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
-import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError
-from deltalake.transaction import AddAction, Transaction
 
+from raymlp._private import delta
 from raymlp.config import FeatureView
 from raymlp.errors import NotFoundError, StorageError
 from raymlp.features.dtypes import SEQ_COLUMN, TS_TYPE, arrow_type
@@ -44,6 +40,7 @@ __all__ = [
     "write_data_file",
     "commit_files",
     "delete_files",
+    "discard_uncommitted",
     "append",
     "file_uris",
     "data_files",
@@ -53,8 +50,6 @@ __all__ = [
 ]
 
 TABLES_DIR = "features"
-T = TypeVar("T")
-_COMMIT_ATTEMPTS = 8
 _DTYPE_OF = {
     str(arrow_type(d)): d
     for d in ("int32", "int64", "float32", "float64", "string", "bool", "timestamp")
@@ -100,17 +95,6 @@ def table_columns(storage: Storage, view: str) -> dict[str, str]:
     return {f.name: _DTYPE_OF.get(str(f.type), str(f.type)) for f in schema}
 
 
-def _retry(fn: Callable[[], T]) -> T:
-    for attempt in range(_COMMIT_ATTEMPTS):
-        try:
-            return fn()
-        except CommitFailedError:
-            if attempt == _COMMIT_ATTEMPTS - 1:
-                raise
-            time.sleep(min(0.5, 0.01 * 2**attempt))
-    raise AssertionError("unreachable")
-
-
 def ensure_table(
     storage: Storage,
     view: FeatureView,
@@ -141,33 +125,18 @@ def ensure_table(
             commit_properties=props,
         )
         return open_table(storage, view.name).version()
+    parts = (TABLES_DIR, view.name)
     if dt is None:
-        if storage.is_local:
-            storage.makedirs(TABLES_DIR, view.name)
-        try:
-            dt = DeltaTable.create(
-                uri,
-                schema,
-                mode="error",
-                name=view.name,
-                description=view.description or None,
-                storage_options=opts,
-                commit_properties=props,
-            )
-        except Exception as e:
-            if "exist" not in str(e).lower():
-                raise StorageError(
-                    f"cannot create the Delta table of {view.name!r}: {e}", uri=uri
-                ) from e
-            dt = open_table(storage, view.name)
-    have = set(pa.schema(dt.schema().to_arrow()).names)
-    missing = [f for f in schema if f.name not in have]
-    if missing:
-        from deltalake import Field
-
-        dt.alter.add_columns([Field.from_arrow(f) for f in missing], commit_properties=props)
-        dt = open_table(storage, view.name)
-    return dt.version()
+        dt = delta.create_table(
+            storage,
+            parts,
+            schema,
+            name=view.name,
+            description=view.description or None,
+            what=f"the Delta table of {view.name!r}",
+            commit_properties=props,
+        )
+    return delta.add_missing_columns(storage, parts, dt, schema, props).version()
 
 
 def _iso(us: int, *, ceil: bool) -> str:
@@ -185,15 +154,7 @@ def write_data_file(
     """
     if table.num_rows == 0:
         return None
-    rel = f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
-    path = storage.path(TABLES_DIR, view, rel)
-    try:
-        storage.filesystem.create_dir(storage.path(TABLES_DIR, view), recursive=True)
-        with storage.filesystem.open_output_stream(path) as out:
-            pq.write_table(table, out, compression="zstd")
-        size = storage.filesystem.get_file_info(path).size
-    except OSError as e:
-        raise StorageError(f"cannot write {path!r}: {e}", uri=storage.uri(TABLES_DIR, view)) from e
+    rel, size = delta.write_staged_file(storage, (TABLES_DIR, view), table, prefix)
     ts = table.column(ts_field).cast(pa.int64())
     seq = table.column(SEQ_COLUMN)
     tmin, tmax = pc.min_max(ts).values()
@@ -224,55 +185,31 @@ def commit_files(
 
     Idempotent: the commit carries the Delta app transaction ``txn_id``; if a commit with it
     already exists (a retried call whose first reply was lost), nothing is written again.
-    Returns ``(version, committed_now)``.
+    Returns ``(version, committed_now)``; StorageError if the txn's commit cannot be found in
+    the recent Delta log.
     """
     dt = open_table(storage, view)
     if dt is None:
         raise NotFoundError(f"view {view!r} has no table (apply it first)", kind="table", name=view)
-    if dt.transaction_version(txn_id) is not None:
-        return _version_of_txn(dt, txn_id), False
-    schema = pa.schema(dt.schema().to_arrow())
-    now_ms = int(time.time() * 1000)
-    actions = [
-        AddAction(
-            path=f["path"],
-            size=f["size"],
-            partition_values={},
-            modification_time=now_ms,
-            data_change=True,
-            stats=f["stats"],
-        )
-        for f in files
-    ]
-    props = CommitProperties(
-        custom_metadata={**(metadata or {}), "raymlp.txn": txn_id},
-        app_transactions=[Transaction(txn_id, 1)],
+    return delta.commit_staged(
+        storage,
+        (TABLES_DIR, view),
+        files,
+        pa.schema(dt.schema().to_arrow()),
+        txn_id=txn_id,
+        metadata=metadata or {},
+        table=f"feature table {view!r}",
     )
-
-    def _commit() -> None:
-        DeltaTable(
-            table_uri(storage, view), storage_options=storage.delta_storage_options()
-        ).create_write_transaction(actions, "append", schema, commit_properties=props)
-
-    _retry(_commit)
-    return _version_of_txn(open_table(storage, view), txn_id), True
-
-
-def _version_of_txn(dt: DeltaTable, txn_id: str) -> int:
-    for entry in dt.history(50):
-        if entry.get("raymlp.txn") == txn_id:
-            return int(entry["version"])
-    return dt.version()
 
 
 def delete_files(storage: Storage, view: str, prefix: str) -> int:
     """Delete uncommitted data files named ``<prefix>-*`` (after a failed ingest)."""
-    n = 0
-    for name in storage.listdir(TABLES_DIR, view):
-        if name.startswith(prefix + "-"):
-            storage.delete(TABLES_DIR, view, name)
-            n += 1
-    return n
+    return delta.delete_staged(storage, (TABLES_DIR, view), prefix)
+
+
+def discard_uncommitted(storage: Storage, view: str, prefix: str, txn_id: str) -> int:
+    """After a failed commit: delete the ``<prefix>-*`` files unless ``txn_id`` committed."""
+    return delta.discard_uncommitted(storage, (TABLES_DIR, view), prefix, txn_id)
 
 
 def append(
@@ -283,7 +220,7 @@ def append(
         raise NotFoundError(f"view {view!r} has no table (apply it first)", kind="table", name=view)
     uri = table_uri(storage, view)
     props = CommitProperties(custom_metadata=metadata or None)
-    _retry(
+    delta.retry_commit(
         lambda: write_deltalake(
             uri,
             table,

@@ -17,13 +17,13 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from raymlp._private.importing import ImportPathError, resolve_import_path
 from raymlp.config import OnDemandFeatureView
 from raymlp.errors import SchemaError, ValidationError
 from raymlp.features.definitions import RetrievalPlan, parse_ref
@@ -39,12 +39,11 @@ def load_udf(path: str) -> Callable[[dict[str, np.ndarray]], dict[str, Any]]:
     fn = _UDFS.get(path)
     if fn is not None:
         return fn
-    mod_name, _, attr = path.partition(":")
     try:
-        fn = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as e:
+        fn = resolve_import_path(path, what="udf")
+    except ImportPathError as e:
         raise ValidationError(
-            f"udf {path!r} cannot be imported: {e}",
+            f"udf {path!r} cannot be imported: {e.detail}",
             field="udf",
             value=path,
             rule="importable 'package.module:function'",

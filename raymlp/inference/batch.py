@@ -8,7 +8,7 @@ One Ray Data pipeline, nothing collected on the driver:
    tables pinned to the versions in force when the job starts;
 3. ``map_batches`` with :class:`BatchPredictor`, a stateful class run by an actor pool
    (``concurrency`` actors, one GPU each when asked for and present): each actor loads the
-   model version once with :func:`~raymlp.training.artifact.load_predictor`, scores each block
+   model version once with :func:`~raymlp.predictor.artifact.load_predictor`, scores each block
    ``batch_size`` rows at a time with ``predict_proba`` — the preprocessing code of training
    and serving — and writes the block's predictions as Parquet files into
    ``<root>/predictions/<output>`` itself (no second pass over the rows, no extra processes);
@@ -123,7 +123,7 @@ class BatchPredictor:
     ) -> None:
         import torch
 
-        from raymlp.training.artifact import load_predictor
+        from raymlp.predictor.artifact import load_predictor
 
         # One intra-op thread per CPU the actor holds: actors share the node, not oversubscribe.
         torch.set_num_threads(max(1, torch_threads))
@@ -278,9 +278,7 @@ def write_predictions(
     try:
         version = ptable.commit_files(storage, name, files, txn_id=txn_id, metadata=meta)
     except BaseException:
-        dt = ptable.open_table(storage, name)
-        if dt is None or dt.transaction_version(txn_id) is None:
-            ptable.delete_files(storage, name, prefix)
+        ptable.discard_uncommitted(storage, name, prefix, txn_id)
         raise
     return version, rows
 
@@ -343,7 +341,7 @@ def run_batch_prediction(
     platform: Any, cfg: BatchPredictJobConfig, *, say: Callable[[str], None] = print
 ) -> BatchPredictionResult:
     """Run the whole job (see the module docstring) as ``platform.principal``."""
-    from raymlp.training.artifact import read_json
+    from raymlp.predictor.artifact import read_json
 
     t0 = time.monotonic()
     run_ts = datetime.now(UTC)

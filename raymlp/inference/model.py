@@ -4,7 +4,7 @@ Batch and streaming inference resolve the model the same way (a pinned version, 
 holder of an alias, through ``p.registry.get``) and feed it the same way as serving does:
 feature refs ``view:feature`` come back from the feature store as ``view__feature`` columns and
 are handed to the model under its own input names (the short name when the model was trained on
-it). The model then runs :meth:`~raymlp.training.artifact.Predictor.predict_proba` — the same
+it). The model then runs :meth:`~raymlp.predictor.artifact.Predictor.predict_proba` — the same
 preprocessing code as training and serving::
 
     mv = resolve_model(p, PredictionModelRef(name="customer-churn", alias="production"))

@@ -11,21 +11,23 @@ the model version, the feature table versions read, the input, the row count —
     uri = table_uri(storage, "churn_scores")
     for run in history(storage, "churn_scores"):
         print(run["version"], run["lineage"]["model"])
+
+The staged-commit protocol itself is :mod:`raymlp._private.delta`, shared with the offline
+feature tables.
 """
 
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
-from deltalake.transaction import AddAction, Transaction
+from deltalake.transaction import Transaction
 
+from raymlp._private import delta
 from raymlp.errors import ConflictError, NotFoundError, SchemaError, StorageError
 from raymlp.storage import Storage
 
@@ -36,6 +38,7 @@ __all__ = [
     "open_table",
     "write_file",
     "delete_files",
+    "discard_uncommitted",
     "commit_files",
     "append",
     "app_version",
@@ -46,7 +49,6 @@ __all__ = [
 PREDICTIONS_DIR = "predictions"
 #: Commit metadata key holding the JSON lineage record of a commit.
 LINEAGE_KEY = "raymlp.lineage"
-_ATTEMPTS = 8
 
 
 def table_uri(storage: Storage, name: str) -> str:
@@ -66,26 +68,18 @@ def write_file(storage: Storage, name: str, table: pa.Table, prefix: str) -> dic
     """
     if table.num_rows == 0:
         return None
-    rel = f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
-    path = storage.path(PREDICTIONS_DIR, name, rel)
-    try:
-        storage.filesystem.create_dir(storage.path(PREDICTIONS_DIR, name), recursive=True)
-        with storage.filesystem.open_output_stream(path) as out:
-            pq.write_table(table, out, compression="zstd")
-        size = storage.filesystem.get_file_info(path).size
-    except OSError as e:
-        raise StorageError(f"cannot write {path!r}: {e}", uri=table_uri(storage, name)) from e
-    return {"path": rel, "size": int(size), "num_records": table.num_rows}
+    rel, size = delta.write_staged_file(storage, (PREDICTIONS_DIR, name), table, prefix)
+    return {"path": rel, "size": size, "num_records": table.num_rows}
 
 
 def delete_files(storage: Storage, name: str, prefix: str) -> int:
     """Delete uncommitted files named ``<prefix>-*`` (after a failed run)."""
-    n = 0
-    for f in storage.listdir(PREDICTIONS_DIR, name):
-        if f.startswith(prefix + "-"):
-            storage.delete(PREDICTIONS_DIR, name, f)
-            n += 1
-    return n
+    return delta.delete_staged(storage, (PREDICTIONS_DIR, name), prefix)
+
+
+def discard_uncommitted(storage: Storage, name: str, prefix: str, txn_id: str) -> int:
+    """After a failed commit: delete the ``<prefix>-*`` files unless ``txn_id`` committed."""
+    return delta.discard_uncommitted(storage, (PREDICTIONS_DIR, name), prefix, txn_id)
 
 
 def _file_schema(storage: Storage, name: str, rel: str) -> pa.Schema:
@@ -123,48 +117,16 @@ def _same_kind(a: pa.DataType, b: pa.DataType) -> bool:
     return any(t(a) for t in strings) and any(t(b) for t in strings)
 
 
-def _retry(fn: Any) -> Any:
-    for attempt in range(_ATTEMPTS):
-        try:
-            return fn()
-        except CommitFailedError:
-            if attempt == _ATTEMPTS - 1:
-                raise
-            time.sleep(min(0.5, 0.01 * 2**attempt))
-    raise AssertionError("unreachable")
-
-
 def _create(storage: Storage, name: str, schema: pa.Schema) -> DeltaTable:
-    uri = table_uri(storage, name)
-    if storage.is_local:
-        storage.makedirs(PREDICTIONS_DIR, name)
-    try:
-        return DeltaTable.create(
-            uri,
-            schema,
-            mode="error",
-            name=name,
-            description=f"raymlp predictions: {name}",
-            storage_options=storage.delta_storage_options(),
-        )
-    except Exception as e:  # a concurrent creator won: use its table
-        if "exist" not in str(e).lower():
-            raise StorageError(f"cannot create predictions table {name!r}: {e}", uri=uri) from e
-        found = open_table(storage, name)
-        if found is None:
-            raise
-        return found
-
-
-def _ensure_columns(storage: Storage, name: str, dt: DeltaTable, schema: pa.Schema) -> DeltaTable:
-    have = set(pa.schema(dt.schema().to_arrow()).names)
-    missing = [f for f in schema if f.name not in have]
-    if not missing:
-        return dt
-    from deltalake import Field
-
-    dt.alter.add_columns([Field.from_arrow(f) for f in missing])
-    return open_table(storage, name)
+    # A concurrent creator may win: its table is used then.
+    return delta.create_table(
+        storage,
+        (PREDICTIONS_DIR, name),
+        schema,
+        name=name,
+        description=f"raymlp predictions: {name}",
+        what=f"predictions table {name!r}",
+    )
 
 
 def commit_files(
@@ -179,51 +141,30 @@ def commit_files(
 
     The table is created on the first commit; columns new to it are added first. Idempotent per
     ``txn_id`` (a Delta app transaction): a retried commit of the same run is not repeated.
+    StorageError if the txn's commit cannot be found in the recent Delta log.
     """
     if not files:
         raise NotFoundError("no prediction files to commit", kind="files", name=name)
+    what = f"predictions table {name!r}"
+    parts = (PREDICTIONS_DIR, name)
     dt = open_table(storage, name)
     if dt is not None and dt.transaction_version(txn_id) is not None:
-        return _version_of(dt, txn_id)
+        return delta.version_of_txn(dt, txn_id, table=what)
     schemas = [_file_schema(storage, name, f["path"]) for f in files]
     new = pa.unify_schemas(schemas, promote_options="permissive")
     schema = _merged_schema(dt, new, name)
     dt = _create(storage, name, schema) if dt is None else dt
-    dt = _ensure_columns(storage, name, dt, schema)
-    now_ms = int(time.time() * 1000)
-    actions = [
-        AddAction(
-            path=f["path"],
-            size=f["size"],
-            partition_values={},
-            modification_time=now_ms,
-            data_change=True,
-            stats=json.dumps({"numRecords": f["num_records"]}),
-        )
-        for f in files
-    ]
-    props = CommitProperties(
-        custom_metadata={**metadata, "raymlp.txn": txn_id},
-        app_transactions=[Transaction(txn_id, 1)],
+    dt = delta.add_missing_columns(storage, parts, dt, schema)
+    version, _ = delta.commit_staged(
+        storage,
+        parts,
+        files,
+        pa.schema(dt.schema().to_arrow()),
+        txn_id=txn_id,
+        metadata=metadata,
+        table=what,
     )
-    table_schema = pa.schema(dt.schema().to_arrow())
-
-    def _commit() -> None:
-        current = open_table(storage, name)
-        if current.transaction_version(txn_id) is None:
-            current.create_write_transaction(
-                actions, "append", table_schema, commit_properties=props
-            )
-
-    _retry(_commit)
-    return _version_of(open_table(storage, name), txn_id)
-
-
-def _version_of(dt: DeltaTable, txn_id: str) -> int:
-    for entry in dt.history(100):
-        if entry.get("raymlp.txn") == txn_id:
-            return int(entry["version"])
-    return dt.version()
+    return version
 
 
 def app_version(storage: Storage, name: str, app_id: str) -> tuple[int | None, dict[str, Any]]:
@@ -236,19 +177,17 @@ def app_version(storage: Storage, name: str, app_id: str) -> tuple[int | None, d
     if batch is None:
         return None, {}
     want = str(batch)
-    limit = 16
-    while True:
-        entries = dt.history(limit)
-        for e in entries:
-            if e.get("raymlp.app") == app_id and e.get("raymlp.batch") == want:
-                return int(batch), {k: v for k, v in e.items() if k.startswith("raymlp.")}
-        if len(entries) < limit:
-            raise StorageError(
-                f"predictions table {name!r}: app {app_id!r} committed batch {batch} but its "
-                "commit is no longer in the Delta log (rule: keep the log of recent commits)",
-                uri=table_uri(storage, name),
-            )
-        limit *= 4
+    # The whole log is searched: a stream resumes from this commit's offset.
+    e = delta.find_commit(
+        dt, lambda e: e.get("raymlp.app") == app_id and e.get("raymlp.batch") == want, None
+    )
+    if e is None:
+        raise StorageError(
+            f"predictions table {name!r}: app {app_id!r} committed batch {batch} but its "
+            "commit is no longer in the Delta log (rule: keep the log of recent commits)",
+            uri=table_uri(storage, name),
+        )
+    return int(batch), {k: v for k, v in e.items() if k.startswith("raymlp.")}
 
 
 def append(

@@ -22,7 +22,6 @@ offsets, returns a pyarrow table and the next offsets) and is named in the job c
 
 from __future__ import annotations
 
-import importlib
 import json
 import posixpath
 from abc import ABC, abstractmethod
@@ -32,7 +31,8 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
-from raymlp.config import StreamSourceConfig
+from raymlp._private.importing import ImportPathError, resolve_import_path
+from raymlp.config import AdapterSourceConfig, DeltaSourceConfig, StreamSourceConfig
 from raymlp.errors import NotFoundError, StorageError, ValidationError
 
 __all__ = ["EventSource", "DeltaTableSource", "EVENT_ID", "load_source"]
@@ -197,19 +197,18 @@ def _unquote(path: str) -> str:
 
 def load_source(cfg: StreamSourceConfig, storage_options: dict[str, str] | None = None) -> Any:
     """The :class:`EventSource` a job config describes."""
-    if cfg.kind == "delta":
+    if isinstance(cfg, DeltaSourceConfig):
         return DeltaTableSource(
             cfg.path or "",
             max_records=cfg.max_records,
             start_version=cfg.start_version,
             storage_options=storage_options,
         )
-    module_name, _, attr = (cfg.adapter or "").partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
+        cls = resolve_import_path(cfg.adapter or "", what="source.adapter")
+    except ImportPathError as e:
         raise ValidationError(
-            f"source.adapter {cfg.adapter!r} cannot be imported ({e})",
+            f"source.adapter {cfg.adapter!r} cannot be imported ({e.detail})",
             field="source.adapter",
             value=cfg.adapter,
             rule="importable 'module:Class'",
@@ -221,4 +220,5 @@ def load_source(cfg: StreamSourceConfig, storage_options: dict[str, str] | None 
             value=cfg.adapter,
             rule="EventSource subclass",
         )
-    return cls(max_records=cfg.max_records, **cfg.options)
+    options = cfg.options if isinstance(cfg, AdapterSourceConfig) else {}
+    return cls(max_records=cfg.max_records, **options)

@@ -143,7 +143,7 @@ class LocalScorer(Scorer):
         self._refs: dict[str, str] = {}
 
     def _current(self) -> tuple[Any, int]:
-        from raymlp.training.artifact import load_predictor
+        from raymlp.predictor.artifact import load_predictor
 
         mv = resolve_model(self._p, self._cfg.model)
         if mv.version != self._version:

@@ -24,7 +24,15 @@ from raymlp.monitoring.canary import CanaryStats, CanaryTracker
 from raymlp.monitoring.live_windows import FeedbackResult, IngestResult, TrafficState
 from raymlp.monitoring.prometheus import MonitorMetrics
 from raymlp.monitoring.reference import ReferenceProfile
-from raymlp.monitoring.report import build_report
+from raymlp.monitoring.report_model import (
+    AccuracySummary,
+    DriftThresholds,
+    MonitorReport,
+    PerfStats,
+    TimelinePoint,
+    VersionAccuracy,
+    VersionRoutePerf,
+)
 from raymlp.monitoring.signals import Signals
 
 __all__ = ["MonitorCore", "PERF_GAUGE_WINDOW_S", "CANARY_SEEN_WINDOW_S"]
@@ -257,9 +265,9 @@ class MonitorCore:
             add("raymlp_prediction_latency_p50_seconds", lab, c.latency_quantile(0.5))
             add("raymlp_prediction_latency_p99_seconds", lab, c.latency_quantile(0.99))
         dw = self.config.drift.window.total_seconds()
-        for (model, version), c in self.state.accuracy(now - dw, now, by=("version",)).items():
-            add("raymlp_model_accuracy", {"model": model, "version": version}, c.accuracy)
-            add("raymlp_model_auc", {"model": model, "version": version}, c.auc)
+        for (model, version), ac in self.state.accuracy(now - dw, now, by=("version",)).items():
+            add("raymlp_model_accuracy", {"model": model, "version": version}, ac.accuracy)
+            add("raymlp_model_auc", {"model": model, "version": version}, ac.auc)
         for model in self.state.models():
             rows = self.signals.drift_rows(model, now - dw, now)
             if rows is not None:
@@ -304,12 +312,66 @@ class MonitorCore:
 
     # -- reads ------------------------------------------------------------------------------------
 
-    def report(self, model: str, start: float, end: float) -> dict[str, Any]:
-        """Everything about one model over [start, end) (see :func:`build_report`)."""
+    def monitor_report(self, model: str, start: float, end: float) -> MonitorReport:
+        """Everything about one model over [start, end), from the windows."""
         self.signals.reset()
-        return build_report(self, model, start, end)
+        st = self.state
+        seconds = max(end - start, 1e-9)
+        total = st.perf(start, end, model).get((model,))
+        drift = self.signals.drift_rows(model, start, end)
+        if drift is not None:
+            drift = {**drift, "drifted": [r["feature"] for r in drift["features"] if r["drifted"]]}
+        acc_all = st.accuracy(start, end, model).get((model,))
+        accuracy = None
+        if acc_all is not None:
+            accuracy = AccuracySummary(
+                labelled=acc_all.labelled,
+                scored=acc_all.scored,
+                accuracy=acc_all.accuracy,
+                auc=acc_all.auc,
+                by_version=[
+                    VersionAccuracy(k[1], c.labelled, c.accuracy, c.auc)
+                    for k, c in sorted(st.accuracy(start, end, model, by=("version",)).items())
+                ],
+            )
+        run = self.canary.runs.get(model)
+        d = self.config.drift
+        return MonitorReport(
+            model=model,
+            tenant=st.tenants.get(model),
+            start=start,
+            end=end,
+            generated_at=time.time(),
+            bucket_s=st.bucket_s,
+            traffic=PerfStats.of(total, seconds) if total is not None else None,
+            by_version_route=[
+                VersionRoutePerf.of_key(v, r, c, seconds)
+                for (v, r), c in sorted(st.versions(model, start, end).items())
+            ],
+            timeline=[
+                TimelinePoint.of_bucket(st.perf_store.start_of(i), c, st.bucket_s)
+                for i, c in sorted(st.perf_timeline(model, start, end).items())
+            ],
+            drift=drift,
+            accuracy=accuracy,
+            fairness=self.signals.fairness(model, start, end),
+            alerts=[
+                a
+                for a in self.alerts()
+                if a["labels"].get("model") == model
+                and (a["state"] != "resolved" or (a["resolved_at"] or 0) >= start)
+            ],
+            canary=run.to_dict() if run is not None else None,
+            thresholds=DriftThresholds(
+                psi=d.psi_threshold,
+                wasserstein=d.wasserstein_threshold,
+                js=d.js_threshold,
+                min_samples=d.min_samples,
+                p_value=d.p_value,
+            ),
+        )
 
-    def offline_report(
+    def offline_monitor_report(
         self,
         model: str,
         start: float,
@@ -317,7 +379,7 @@ class MonitorCore:
         predictions: Iterable[list[dict[str, Any]]],
         feedback: list[dict[str, Any]],
         alerts: list[dict[str, Any]] | None = None,
-    ) -> dict[str, Any]:
+    ) -> MonitorReport:
         """A report over a range the windows no longer hold, from log records (chunks of
         normalised predictions, and labels) folded into a throwaway core."""
         span = max(end - start, self.settings.bucket.total_seconds())
@@ -328,16 +390,36 @@ class MonitorCore:
         for chunk in predictions:
             tmp.ingest_predictions(chunk, live=False, now=end)
         tmp.ingest_feedback(feedback, live=False)
-        rep = tmp.report(model, start, end)
-        rep["alerts"] = [
+        rep = tmp.monitor_report(model, start, end)
+        rep.alerts = [
             a
             for a in (alerts if alerts is not None else self.alerts())
             if a["labels"].get("model") == model
             and a["started_at"] <= end
             and (a["resolved_at"] is None or a["resolved_at"] >= start)
         ]
-        rep["source"] = "prediction_log"
+        rep.source = "prediction_log"
         return rep
+
+    # The wire forms: what the monitor actor returns to the SDK (and the CLI prints as JSON).
+
+    def report(self, model: str, start: float, end: float) -> dict[str, Any]:
+        """:meth:`monitor_report` as its JSON-able dict (:meth:`MonitorReport.to_dict`)."""
+        return self.monitor_report(model, start, end).to_dict()
+
+    def offline_report(
+        self,
+        model: str,
+        start: float,
+        end: float,
+        predictions: Iterable[list[dict[str, Any]]],
+        feedback: list[dict[str, Any]],
+        alerts: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`offline_monitor_report` as its JSON-able dict."""
+        return self.offline_monitor_report(
+            model, start, end, predictions, feedback, alerts
+        ).to_dict()
 
     def alerts(self, state: str | None = None) -> list[dict[str, Any]]:
         return self.engine.alerts(state)

@@ -1,16 +1,19 @@
 """A standalone HTML page for a monitoring report, with inline SVG plots (no JS, no
 matplotlib): latency and throughput over time, error rate over time, and drift per feature::
 
-    Path("report.html").write_text(render_html(core.report("customer-churn", t0, t1)))
+    Path("report.html").write_text(render_html(core.monitor_report("customer-churn", t0, t1)))
+
+It renders a :class:`~raymlp.monitoring.report_model.MonitorReport` (or its wire dict).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from raymlp.monitoring.report import fmt_ts
+from raymlp.monitoring.report import as_report, fmt_ts
+from raymlp.monitoring.report_model import MonitorReport
 
 __all__ = ["render_html", "line_chart", "bar_chart"]
 
@@ -159,37 +162,38 @@ def _table(
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def render_html(rep: dict[str, Any]) -> str:
+def render_html(report: MonitorReport | Mapping[str, Any]) -> str:
     """The whole report as one self-contained HTML document."""
-    title = f"raymlp monitoring report: {rep['model']}"
+    rep = as_report(report)
+    title = f"raymlp monitoring report: {rep.model}"
     out = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        f"<p class='muted'>{escape(fmt_ts(rep['start']))} .. {escape(fmt_ts(rep['end']))}"
-        f" &middot; generated {escape(fmt_ts(rep['generated_at']))}</p>",
+        f"<p class='muted'>{escape(fmt_ts(rep.start))} .. {escape(fmt_ts(rep.end))}"
+        f" &middot; generated {escape(fmt_ts(rep.generated_at))}</p>",
     ]
-    t = rep["traffic"]
+    t = rep.traffic
     out.append("<h2>Traffic and latency</h2>")
     if not t:
         out.append("<p class='muted'>No requests in this range.</p>")
     else:
         kpis = [
-            ("requests", t["requests"]),
-            ("error rate", _nice(t["error_rate"], ".2%")),
-            ("req/s", _nice(t["rps"], ".2f")),
-            ("p50", _nice(t["p50_ms"], ".1f") + " ms"),
-            ("p99", _nice(t["p99_ms"], ".1f") + " ms"),
+            ("requests", t.requests),
+            ("error rate", _nice(t.error_rate, ".2%")),
+            ("req/s", _nice(t.rps, ".2f")),
+            ("p50", _nice(t.p50_ms, ".1f") + " ms"),
+            ("p99", _nice(t.p99_ms, ".1f") + " ms"),
         ]
         out.append(
             "".join(f"<span class='kpi'><b>{escape(str(v))}</b>{escape(k)}</span>" for k, v in kpis)
         )
-        tl = rep["timeline"]
+        tl = rep.timeline
         out.append(
             line_chart(
                 {
-                    "p50": [(r["t"], r["p50_ms"]) for r in tl],
-                    "p99": [(r["t"], r["p99_ms"]) for r in tl],
+                    "p50": [(r.t, r.p50_ms) for r in tl],
+                    "p99": [(r.t, r.p99_ms) for r in tl],
                 },
                 "Latency per bucket",
                 " ms",
@@ -198,8 +202,8 @@ def render_html(rep: dict[str, Any]) -> str:
         out.append(
             line_chart(
                 {
-                    "requests": [(r["t"], float(r["requests"])) for r in tl],
-                    "errors": [(r["t"], float(r["errors"])) for r in tl],
+                    "requests": [(r.t, float(r.requests)) for r in tl],
+                    "errors": [(r.t, float(r.errors)) for r in tl],
                 },
                 "Requests and errors per bucket",
             )
@@ -209,36 +213,36 @@ def render_html(rep: dict[str, Any]) -> str:
                 ["version", "route", "requests", "error rate", "p50 ms", "p99 ms"],
                 [
                     [
-                        r["version"] or "-",
-                        r["route"],
-                        r["requests"],
-                        _nice(r["error_rate"], ".2%"),
-                        _nice(r["p50_ms"], ".1f"),
-                        _nice(r["p99_ms"], ".1f"),
+                        vr.version or "-",
+                        vr.route,
+                        vr.requests,
+                        _nice(vr.error_rate, ".2%"),
+                        _nice(vr.p50_ms, ".1f"),
+                        _nice(vr.p99_ms, ".1f"),
                     ]
-                    for r in rep["by_version_route"]
+                    for vr in rep.by_version_route
                 ],
             )
         )
-    d = rep["drift"]
+    d = rep.drift
     out.append("<h2>Drift and data quality</h2>")
     if d is None or not d["profile"]:
         out.append("<p class='muted'>No reference profile for the served version.</p>")
     else:
-        th = rep["thresholds"]
+        th = rep.thresholds
         feats = d["features"]
         out.append(
             f"<p>Against the training profile of version {d['version']}. A feature "
-            f"drifts when PSI &ge; {th['psi']:g}, Wasserstein/std &ge; "
-            f"{th['wasserstein']:g} or JS &ge; {th['js']:g} (with n &ge; "
-            f"{th['min_samples']}); p-values are context.</p>"
+            f"drifts when PSI &ge; {th.psi:g}, Wasserstein/std &ge; "
+            f"{th.wasserstein:g} or JS &ge; {th.js:g} (with n &ge; "
+            f"{th.min_samples}); p-values are context.</p>"
         )
         out.append(
             bar_chart(
                 [r["feature"] for r in feats],
                 [r["psi"] for r in feats],
                 "PSI per feature",
-                th["psi"],
+                th.psi,
                 [r["drifted"] for r in feats],
             )
         )
@@ -248,7 +252,7 @@ def render_html(rep: dict[str, Any]) -> str:
                 [r["feature"] for r in num],
                 [r["wasserstein"] for r in num],
                 "Wasserstein distance / reference std",
-                th["wasserstein"],
+                th.wasserstein,
                 [r["drifted"] for r in num],
             )
         )
@@ -305,7 +309,7 @@ def render_html(rep: dict[str, Any]) -> str:
                     [[v["feature"], v["kind"], v["count"]] for v in d["violations"]],
                 )
             )
-    a = rep["accuracy"]
+    a = rep.accuracy
     out.append("<h2>Accuracy from feedback</h2>")
     if not a:
         out.append("<p class='muted'>No labels in this range.</p>")
@@ -313,14 +317,14 @@ def render_html(rep: dict[str, Any]) -> str:
         out.append(
             _table(
                 ["version", "labelled", "accuracy", "AUC"],
-                [["all", a["labelled"], _nice(a["accuracy"]), _nice(a["auc"])]]
+                [["all", a.labelled, _nice(a.accuracy), _nice(a.auc)]]
                 + [
-                    [r["version"] or "-", r["labelled"], _nice(r["accuracy"]), _nice(r["auc"])]
-                    for r in a["by_version"]
+                    [va.version or "-", va.labelled, _nice(va.accuracy), _nice(va.auc)]
+                    for va in a.by_version
                 ],
             )
         )
-    fair = rep.get("fairness") or {}
+    fair = rep.fairness or {}
     if fair.get("attribute"):
         out.append(f"<h2>Fairness by {escape(fair['attribute'])}</h2>")
         out.append(
@@ -345,7 +349,7 @@ def render_html(rep: dict[str, Any]) -> str:
                 ],
             )
         )
-    c = rep.get("canary")
+    c = rep.canary
     if c:
         out.append("<h2>Canary</h2>")
         out.append(
@@ -362,7 +366,7 @@ def render_html(rep: dict[str, Any]) -> str:
             )
         )
     out.append("<h2>Alerts</h2>")
-    alerts = rep["alerts"]
+    alerts = rep.alerts
     if not alerts:
         out.append("<p class='muted'>No alerts.</p>")
     else:

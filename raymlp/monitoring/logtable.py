@@ -9,7 +9,8 @@
   runtime config (``seq``, ``ts``, ``kind``, ``payload`` JSON); folded on restart.
 
 Appends are batched by the caller (one commit per group of records); every ``compact_every``
-commits a table is compacted and checkpointed so replay reads few files::
+commits a table is compacted and checkpointed so replay reads few files. The table handling is
+the shared :class:`raymlp._private.delta.AppendOnlyTable` (also the registry's event log)::
 
     log = DeltaLog(storage, "prediction_log", PREDICTION_SCHEMA)
     log.append(predictions_to_table(records))
@@ -26,9 +27,17 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import DeltaTable
 
+from raymlp._private.delta import (
+    KIND_FIELD,
+    PAYLOAD_FIELD,
+    SEQ_FIELD,
+    TS_FIELD,
+    AppendOnlyTable,
+    ts_from_arrow,
+    ts_to_arrow,
+)
 from raymlp.errors import StorageError
 from raymlp.storage import Storage
 
@@ -36,14 +45,7 @@ __all__ = ["DeltaLog", "EventTable", "GroupCommitter", "EVENT_SCHEMA"]
 
 logger = logging.getLogger(__name__)
 
-EVENT_SCHEMA = pa.schema(
-    [
-        pa.field("seq", pa.int64(), nullable=False),
-        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("payload", pa.string(), nullable=False),
-    ]
-)
+EVENT_SCHEMA = pa.schema([SEQ_FIELD, TS_FIELD, KIND_FIELD, PAYLOAD_FIELD])
 
 
 def _ts_scalar(ts: float) -> pa.Scalar:
@@ -77,55 +79,29 @@ class DeltaLog:
         self.options = storage.delta_storage_options()
         self.compact_every = compact_every
         self.commits_since_compact = 0
-        self._dt: DeltaTable | None = None
+        self._table = AppendOnlyTable(
+            self.uri, self.options, create_name=f"raymlp_{name}", partition_by=partition_by
+        )
         self._lock = threading.Lock()
 
     def _open(self) -> DeltaTable | None:
-        if self._dt is None:
-            try:
-                self._dt = DeltaTable(self.uri, storage_options=self.options)
-            except TableNotFoundError:
-                return None
-            except Exception as e:  # noqa: BLE001 - object-store errors vary by backend
-                raise StorageError(f"cannot open {self.uri!r}: {e}", uri=self.uri) from e
-        return self._dt
+        return self._table.open()
 
     def append(self, table: pa.Table) -> int:
         """Commit ``table`` (one Delta transaction); returns the new table version."""
         if table.num_rows == 0:
             return self.version() or 0
         with self._lock:
-            try:
-                dt = self._open()
-                if dt is None:
-                    write_deltalake(
-                        self.uri,
-                        table,
-                        mode="append",
-                        partition_by=self.partition_by,
-                        storage_options=self.options,
-                        name=f"raymlp_{self.name}",
-                    )
-                    self._dt = DeltaTable(self.uri, storage_options=self.options)
-                else:
-                    write_deltalake(dt, table, mode="append", partition_by=self.partition_by)
-                version = self._dt.version()  # type: ignore[union-attr]
-            except Exception as e:  # noqa: BLE001
-                raise StorageError(f"cannot append to {self.uri!r}: {e}", uri=self.uri) from e
+            version = self._table.append(table)
             self.commits_since_compact += 1
             if self.commits_since_compact >= self.compact_every:
                 self._compact_locked()
             return version
 
     def _compact_locked(self) -> None:
-        dt = self._open()
-        if dt is None:
-            return
         try:
-            dt.optimize.compact()
-            dt.create_checkpoint()
-            dt.cleanup_metadata()
-        except Exception as e:  # noqa: BLE001 - compaction is an optimisation: log and go on
+            self._table.compact(cleanup_metadata=True)
+        except StorageError as e:  # compaction is an optimisation: log and go on
             logger.warning("compaction of %s failed: %s", self.uri, e)
         self.commits_since_compact = 0
 
@@ -145,12 +121,9 @@ class DeltaLog:
         model: str | None = None,
     ) -> pa.Table:
         """Rows with ``start_ts <= ts < end_ts`` (and of ``model``), from a fresh snapshot."""
-        try:
-            dt = DeltaTable(self.uri, storage_options=self.options)
-        except TableNotFoundError:
+        dt = self._table.snapshot()
+        if dt is None:
             return self.schema.empty_table()
-        except Exception as e:  # noqa: BLE001
-            raise StorageError(f"cannot open {self.uri!r}: {e}", uri=self.uri) from e
         expr = None
         names = self.schema.names
         if start_ts is not None:
@@ -166,10 +139,7 @@ class DeltaLog:
         if model is not None and "model" in names:
             e3 = pc.field("model") == model
             expr = e3 if expr is None else expr & e3
-        try:
-            table = dt.to_pyarrow_table(columns=columns, filters=expr)
-        except Exception as e:  # noqa: BLE001
-            raise StorageError(f"cannot read {self.uri!r}: {e}", uri=self.uri) from e
+        table = self._table.read(dt, columns=columns, filters=expr)
         return table.sort_by("ts") if table.num_rows and "ts" in table.column_names else table
 
 
@@ -197,9 +167,7 @@ class EventTable:
             table = pa.table(
                 {
                     "seq": pa.array(seqs, pa.int64()),
-                    "ts": pa.array([round(ts * 1_000_000) for _, ts, _ in events], pa.int64()).cast(
-                        pa.timestamp("us", tz="UTC")
-                    ),
+                    "ts": ts_to_arrow([ts for _, ts, _ in events]),
                     "kind": [k for k, _, _ in events],
                     "payload": [json.dumps(p, default=str) for _, _, p in events],
                 },
@@ -217,7 +185,7 @@ class EventTable:
         if t.num_rows == 0:
             return []
         t = t.sort_by("seq")
-        ts = pc.divide(t["ts"].cast(pa.int64()).cast(pa.float64()), 1e6).to_pylist()
+        ts = ts_from_arrow(t["ts"])
         out = []
         for seq, when, kind, payload in zip(
             t["seq"].to_pylist(), ts, t["kind"].to_pylist(), t["payload"].to_pylist()

@@ -1,7 +1,8 @@
 """Delivering alert transitions: to the log, to the registry's event stream (a callable the
 actor provides) and to webhooks (JSON POST, HMAC-signed, retried with backoff).
 
-Deliveries run on one background thread behind a bounded queue, so a slow webhook never
+Deliveries run in the background behind bounded queues — one thread for the registry sink, one
+per webhook (the shared sender, :mod:`raymlp._private.webhooks`) — so a slow webhook never
 delays evaluation; every delivery outcome is counted (``raymlp_alert_notifications_total``)::
 
     n = Notifier(webhooks=cfg.webhooks, registry_sink=None, on_outcome=count)
@@ -11,20 +12,15 @@ delays evaluation; every delivery outcome is counted (``raymlp_alert_notificatio
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import os
 import queue
-import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from raymlp._private.webhooks import SIGNATURE_HEADER, Delivery, Outcome, WebhookSender, sign
 from raymlp.config import AlertWebhook
 from raymlp.monitoring.alerts import severity_at_least
 
@@ -32,23 +28,21 @@ __all__ = ["Notifier", "sign", "SIGNATURE_HEADER"]
 
 logger = logging.getLogger("raymlp.monitor.alerts")
 
-SIGNATURE_HEADER = "X-RayMLP-Signature"
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
-
-
-def sign(secret: str, body: bytes) -> str:
-    """``sha256=<hex>``: the HMAC-SHA256 of the body under ``secret``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+_MAX_DELAY_S = 30.0
+_OUTCOMES = {"delivered": "ok", "failed": "failed", "dropped": "dropped"}
 
 
 class Notifier:
     """Fan-out of alert transitions.
 
     Args:
-        webhooks: endpoints (each filters by ``min_severity``).
+        webhooks: endpoints (each filters by ``min_severity``). A hook whose secret env is
+            not set is delivered unsigned.
         registry_sink: ``fn(transition)`` recording it in the registry event stream, or None.
         on_outcome: ``fn(channel, outcome)`` for metrics (outcome: ok | failed | dropped).
-        queue_size: pending deliveries kept before new ones are dropped (and counted).
+        queue_size: pending deliveries kept (per channel) before new ones are dropped (and
+            counted).
     """
 
     def __init__(
@@ -61,73 +55,68 @@ class Notifier:
         self.webhooks = list(webhooks)
         self.registry_sink = registry_sink
         self._on_outcome = on_outcome or (lambda channel, outcome: None)
-        self._q: queue.Queue[tuple[str, Any, dict[str, Any]] | None] = queue.Queue(queue_size)
+        self._q: queue.Queue[dict[str, Any] | None] = queue.Queue(queue_size)
         self._thread = threading.Thread(target=self._run, name="raymlp-alert-delivery", daemon=True)
         self._thread.start()
+        self._senders = [
+            WebhookSender(
+                hook,
+                on_outcome=self._webhook_outcome,
+                require_secret=False,
+                queue_size=queue_size,
+                overflow="newest",
+                max_delay_s=_MAX_DELAY_S,
+                name=f"raymlp-alert-webhook-{i}",
+            )
+            for i, hook in enumerate(self.webhooks)
+        ]
         self.delivered: list[tuple[str, str, str]] = []  # (channel, alert id, transition)
+        self._delivered_lock = threading.Lock()  # appended from every delivery thread
 
     def notify(self, transition: dict[str, Any]) -> None:
         """Log now; queue the registry and webhook deliveries."""
         level = _LEVELS.get(transition.get("severity", "warning"), logging.WARNING)
         logger.log(level, "alert %s: %s", transition["transition"], transition.get("summary"))
         self._on_outcome("log", "ok")
-        jobs: list[tuple[str, Any]] = []
         if self.registry_sink is not None:
-            jobs.append(("registry", None))
-        for hook in self.webhooks:
-            if severity_at_least(transition.get("severity", "warning"), hook.min_severity):
-                jobs.append(("webhook", hook))
-        for channel, target in jobs:
             try:
-                self._q.put_nowait((channel, target, transition))
+                self._q.put_nowait(transition)
             except queue.Full:
-                self._on_outcome(channel, "dropped")
+                self._on_outcome("registry", "dropped")
+        body: bytes | None = None
+        for hook, sender in zip(self.webhooks, self._senders):
+            if severity_at_least(transition.get("severity", "warning"), hook.min_severity):
+                if body is None:
+                    body = json.dumps({"type": "raymlp.alert", **transition}, default=str).encode()
+                headers = {"Content-Type": "application/json", "User-Agent": "raymlp-monitor"}
+                sender.put(Delivery(body=body, headers=headers, meta=transition))
+
+    def _delivered(self, channel: str, t: dict[str, Any]) -> None:
+        with self._delivered_lock:
+            self.delivered.append((channel, t["id"], t["transition"]))
+            del self.delivered[:-1000]
+
+    def _webhook_outcome(self, o: Outcome) -> None:
+        if o.status == "delivered":
+            self._delivered("webhook", o.delivery.meta)
+        elif o.status == "failed":
+            logger.warning("alert delivery to webhook failed: %s", o.reason)
+        self._on_outcome("webhook", _OUTCOMES[o.status])
 
     def _run(self) -> None:
         while True:
-            item = self._q.get()
-            if item is None:
+            t = self._q.get()
+            if t is None:
                 return
-            channel, target, t = item
             try:
-                if channel == "registry":
-                    self.registry_sink(t)  # type: ignore[misc]
-                else:
-                    self._post(target, t)
-                self._on_outcome(channel, "ok")
-                self.delivered.append((channel, t["id"], t["transition"]))
-                del self.delivered[:-1000]
+                self.registry_sink(t)  # type: ignore[misc]
+                self._on_outcome("registry", "ok")
+                self._delivered("registry", t)
             except Exception as e:  # noqa: BLE001 - a failed delivery must not stop the next
-                logger.warning("alert delivery to %s failed: %s", channel, e)
-                self._on_outcome(channel, "failed")
+                logger.warning("alert delivery to registry failed: %s", e)
+                self._on_outcome("registry", "failed")
             finally:
                 self._q.task_done()
-
-    def _post(self, hook: AlertWebhook, t: dict[str, Any]) -> None:
-        body = json.dumps({"type": "raymlp.alert", **t}, default=str).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "raymlp-monitor"}
-        if hook.secret_env:
-            secret = os.environ.get(hook.secret_env)
-            if secret:
-                headers[SIGNATURE_HEADER] = sign(secret, body)
-        delay = 0.5
-        for attempt in range(hook.max_retries + 1):
-            try:
-                req = urllib.request.Request(hook.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=hook.timeout_s) as resp:  # noqa: S310
-                    if resp.status < 300:
-                        return
-                    raise urllib.error.HTTPError(hook.url, resp.status, "not 2xx", None, None)
-            except urllib.error.HTTPError as e:
-                if e.code < 500 and e.code != 429:
-                    raise  # a 4xx will not get better
-                if attempt == hook.max_retries:
-                    raise
-            except (urllib.error.URLError, TimeoutError, ConnectionError):
-                if attempt == hook.max_retries:
-                    raise
-            time.sleep(delay * (1 + random.random() * 0.2))
-            delay = min(delay * 2, 30.0)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until queued deliveries are done (True) or the timeout passes (False)."""
@@ -136,9 +125,12 @@ class Notifier:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
-        return True
+        return all(s.wait_idle(max(0.0, deadline - time.monotonic())) for s in self._senders)
 
     def close(self) -> None:
+        """Stop after delivering what is queued (the threads are daemons: never blocks)."""
+        for s in self._senders:
+            s.close(drain=True)
         try:
             self._q.put_nowait(None)
         except queue.Full:

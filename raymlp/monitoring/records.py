@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raymlp._private.values import category_key
 from raymlp.errors import ValidationError
 
 __all__ = [
@@ -114,25 +115,6 @@ FEEDBACK_SCHEMA = pa.schema(
         pa.field("model", pa.string(), nullable=True),
     ]
 )
-
-
-def category_key(value: Any) -> str | None:
-    """The canonical string of a categorical value (None for missing), identical whether it
-    came from Arrow, JSON or Python: ``True`` → ``"true"``, ``2.0`` → ``"2"`` (the same rule
-    the training profile uses)."""
-    if value is None:
-        return None
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, float | np.floating):
-        if math.isnan(value):
-            return None
-        if float(value).is_integer():
-            return str(int(value))
-        return repr(float(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    return str(value)
 
 
 def _bad(where: str, field: str, value: Any, rule: str) -> ValidationError:

@@ -1,105 +1,27 @@
-"""The monitoring report of one model over a time range: a plain dict, and its text form.
+"""The text form of a monitoring report (``raymlp monitor report``).
 
-:func:`build_report` gathers traffic (totals, per version and route, a per-bucket timeline),
-drift and data quality per feature, prediction drift, accuracy/AUC from feedback, the fairness
-slices, alerts and the canary; :func:`render_text` prints it for ``raymlp monitor report``;
-:func:`raymlp.monitoring.html.render_html` turns the same dict into a standalone HTML page::
+:func:`render_text` renders a :class:`~raymlp.monitoring.report_model.MonitorReport` (or its
+wire dict); :func:`raymlp.monitoring.html.render_html` renders the same as a standalone HTML
+page::
 
-    rep = core.report("customer-churn", start=t0, end=t1)
+    rep = core.monitor_report("customer-churn", start=t0, end=t1)
     print(render_text(rep))
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from raymlp.monitoring.core import MonitorCore
+from raymlp.monitoring.report_model import MonitorReport
 
-__all__ = ["build_report", "render_text", "fmt_ts"]
-
-
-def _ms(v: float | None) -> float | None:
-    return None if v is None else v * 1000.0
+__all__ = ["render_text", "fmt_ts", "as_report"]
 
 
-def _perf_row(c: Any, seconds: float) -> dict[str, Any]:
-    return {
-        "requests": c.requests,
-        "errors": c.errors,
-        "error_rate": c.error_rate,
-        "rps": c.requests / seconds if seconds > 0 else None,
-        "p50_ms": _ms(c.latency_quantile(0.5)),
-        "p95_ms": _ms(c.latency_quantile(0.95)),
-        "p99_ms": _ms(c.latency_quantile(0.99)),
-        "mean_ms": _ms(c.latency_mean_s),
-        "error_codes": dict(c.error_codes),
-    }
-
-
-def build_report(core: MonitorCore, model: str, start: float, end: float) -> dict[str, Any]:
-    """The report dict of ``model`` over [start, end) from the core's windows."""
-    st = core.state
-    seconds = max(end - start, 1e-9)
-    total = st.perf(start, end, model).get((model,))
-    traffic = _perf_row(total, seconds) if total is not None else None
-    by_vr = [
-        {"version": v, "route": r, **_perf_row(c, seconds)}
-        for (v, r), c in sorted(st.versions(model, start, end).items())
-    ]
-    timeline = [
-        {"t": st.perf_store.start_of(i), **_perf_row(c, st.bucket_s)}
-        for i, c in sorted(st.perf_timeline(model, start, end).items())
-    ]
-    drift = core.signals.drift_rows(model, start, end)
-    if drift is not None:
-        drift = {**drift, "drifted": [r["feature"] for r in drift["features"] if r["drifted"]]}
-    acc_all = st.accuracy(start, end, model).get((model,))
-    accuracy = None
-    if acc_all is not None:
-        accuracy = {
-            "labelled": acc_all.labelled,
-            "scored": acc_all.scored,
-            "accuracy": acc_all.accuracy,
-            "auc": acc_all.auc,
-            "by_version": [
-                {"version": k[1], "labelled": c.labelled, "accuracy": c.accuracy, "auc": c.auc}
-                for k, c in sorted(st.accuracy(start, end, model, by=("version",)).items())
-            ],
-        }
-    alerts = [
-        a
-        for a in core.alerts()
-        if a["labels"].get("model") == model
-        and (a["state"] != "resolved" or (a["resolved_at"] or 0) >= start)
-    ]
-    run = core.canary.runs.get(model)
-    d = core.config.drift
-    return {
-        "model": model,
-        "tenant": st.tenants.get(model),
-        "start": start,
-        "end": end,
-        "generated_at": time.time(),
-        "bucket_s": st.bucket_s,
-        "traffic": traffic,
-        "by_version_route": by_vr,
-        "timeline": timeline,
-        "drift": drift,
-        "accuracy": accuracy,
-        "fairness": core.signals.fairness(model, start, end),
-        "alerts": alerts,
-        "canary": run.to_dict() if run is not None else None,
-        "thresholds": {
-            "psi": d.psi_threshold,
-            "wasserstein": d.wasserstein_threshold,
-            "js": d.js_threshold,
-            "min_samples": d.min_samples,
-            "p_value": d.p_value,
-        },
-    }
+def as_report(rep: MonitorReport | Mapping[str, Any]) -> MonitorReport:
+    """``rep`` itself, or the report its wire dict (:meth:`MonitorReport.to_dict`) holds."""
+    return rep if isinstance(rep, MonitorReport) else MonitorReport.from_dict(dict(rep))
 
 
 def fmt_ts(ts: float | None) -> str:
@@ -128,48 +50,49 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def render_text(rep: dict[str, Any]) -> str:
-    """A readable, plain-text summary of a report dict."""
-    lines = [f"model {rep['model']}  ({fmt_ts(rep['start'])} .. {fmt_ts(rep['end'])})"]
-    t = rep["traffic"]
+def render_text(report: MonitorReport | Mapping[str, Any]) -> str:
+    """A readable, plain-text summary of a report."""
+    rep = as_report(report)
+    lines = [f"model {rep.model}  ({fmt_ts(rep.start)} .. {fmt_ts(rep.end)})"]
+    t = rep.traffic
     lines.append("")
     lines.append("TRAFFIC")
     if not t:
         lines.append("  no requests in this range")
     else:
         lines.append(
-            f"  requests {t['requests']}  errors {t['errors']} "
-            f"({_f(t['error_rate'], '.2%')})  rps {_f(t['rps'], '.2f')}  "
-            f"latency p50 {_f(t['p50_ms'], '.1f', ' ms')}  "
-            f"p99 {_f(t['p99_ms'], '.1f', ' ms')}"
+            f"  requests {t.requests}  errors {t.errors} "
+            f"({_f(t.error_rate, '.2%')})  rps {_f(t.rps, '.2f')}  "
+            f"latency p50 {_f(t.p50_ms, '.1f', ' ms')}  "
+            f"p99 {_f(t.p99_ms, '.1f', ' ms')}"
         )
         rows = [
             [
-                r["version"] or "-",
-                r["route"],
-                str(r["requests"]),
-                _f(r["error_rate"], ".2%"),
-                _f(r["p50_ms"], ".1f"),
-                _f(r["p99_ms"], ".1f"),
+                r.version or "-",
+                r.route,
+                str(r.requests),
+                _f(r.error_rate, ".2%"),
+                _f(r.p50_ms, ".1f"),
+                _f(r.p99_ms, ".1f"),
             ]
-            for r in rep["by_version_route"]
+            for r in rep.by_version_route
         ]
         lines += [
             "  " + s
             for s in _table(["version", "route", "requests", "errors", "p50 ms", "p99 ms"], rows)
         ]
-    d = rep["drift"]
+    d = rep.drift
     lines.append("")
     if d is None:
         lines.append("DRIFT  no versioned traffic")
     elif not d["profile"]:
         lines.append(f"DRIFT  version {d['version']} has no reference profile")
     else:
-        th = rep["thresholds"]
+        th = rep.thresholds
         lines.append(
             f"DRIFT vs the training profile of version {d['version']}  "
-            f"(drift when PSI >= {th['psi']:g} or Wasserstein/std >= "
-            f"{th['wasserstein']:g} or JS >= {th['js']:g}; n >= {th['min_samples']})"
+            f"(drift when PSI >= {th.psi:g} or Wasserstein/std >= "
+            f"{th.wasserstein:g} or JS >= {th.js:g}; n >= {th.min_samples})"
         )
         rows = [
             [
@@ -237,21 +160,21 @@ def render_text(rep: dict[str, Any]) -> str:
                 + ")"
             )
         )
-    a = rep["accuracy"]
+    a = rep.accuracy
     lines.append("")
     if not a:
         lines.append("ACCURACY  no feedback labels in this range")
     else:
         lines.append(
-            f"ACCURACY  labelled {a['labelled']}  accuracy {_f(a['accuracy'], '.3f')}  "
-            f"AUC {_f(a['auc'], '.3f')}"
+            f"ACCURACY  labelled {a.labelled}  accuracy {_f(a.accuracy, '.3f')}  "
+            f"AUC {_f(a.auc, '.3f')}"
         )
-        for r in a["by_version"]:
+        for va in a.by_version:
             lines.append(
-                f"  v{r['version'] or '-'}: labelled {r['labelled']}  accuracy "
-                f"{_f(r['accuracy'], '.3f')}  AUC {_f(r['auc'], '.3f')}"
+                f"  v{va.version or '-'}: labelled {va.labelled}  accuracy "
+                f"{_f(va.accuracy, '.3f')}  AUC {_f(va.auc, '.3f')}"
             )
-    fair = rep["fairness"]
+    fair = rep.fairness
     if fair and fair.get("attribute"):
         lines.append("")
         lines.append(
@@ -276,7 +199,7 @@ def render_text(rep: dict[str, Any]) -> str:
                 ["slice", "requests", "positive", "labelled", "accuracy", "tpr", "fpr"], rows
             )
         ]
-    c = rep["canary"]
+    c = rep.canary
     if c:
         lines.append("")
         lines.append(
@@ -289,7 +212,7 @@ def render_text(rep: dict[str, Any]) -> str:
                 + "; ".join(c["last_verdict"]["reasons"])
             )
     lines.append("")
-    alerts = rep["alerts"]
+    alerts = rep.alerts
     lines.append(f"ALERTS ({sum(a['state'] == 'firing' for a in alerts)} firing)")
     for al in alerts[:20]:
         lines.append(f"  {al['state']:<8} {al['summary']}  since {fmt_ts(al['started_at'])}")

@@ -22,6 +22,8 @@ import numpy as np
 from scipy import special
 from scipy import stats as sps
 
+from raymlp._private.values import histogram_auc
+
 __all__ = [
     "PSI_EPS",
     "normalize",
@@ -148,13 +150,7 @@ def two_proportion_test(x1: float, n1: float, x2: float, n2: float) -> tuple[flo
 def auc_binned(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float | None:
     """ROC AUC from histograms of the score for positives and negatives over the same bins
     (pairs in the same bin count as ties, 0.5). None when either class is absent."""
-    pos = np.asarray(pos_hist, dtype=np.float64)
-    neg = np.asarray(neg_hist, dtype=np.float64)
-    n_pos, n_neg = pos.sum(), neg.sum()
-    if n_pos == 0 or n_neg == 0:
-        return None
-    neg_below = np.cumsum(neg) - neg
-    return float((np.sum(pos * neg_below) + 0.5 * np.sum(pos * neg)) / (n_pos * n_neg))
+    return histogram_auc(pos_hist, neg_hist)
 
 
 def quantile_from_histogram(edges: np.ndarray, counts: np.ndarray, q: float) -> float | None:

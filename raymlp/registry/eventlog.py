@@ -5,7 +5,7 @@ Columns: ``seq`` (int64, strictly increasing), ``ts`` (UTC timestamp), ``princip
 caller's idempotency key). It is the audit log and the recovery log: a registry replays it on
 start. One call's events are one Delta commit (all or nothing). Every ``compact_every`` commits
 the small files are compacted and a checkpoint is written, so a replay reads a few files instead
-of thousands::
+of thousands. The table handling is the shared :class:`raymlp._private.delta.AppendOnlyTable`::
 
     log = EventLog(storage)
     log.append([ev1, ev2])          # one atomic, durable commit
@@ -19,11 +19,18 @@ import logging
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import DeltaTable
 
-from raymlp.errors import StorageError
+from raymlp._private.delta import (
+    KIND_FIELD,
+    PAYLOAD_FIELD,
+    SEQ_FIELD,
+    TS_FIELD,
+    AppendOnlyTable,
+    TableAdvancedError,
+    ts_from_arrow,
+    ts_to_arrow,
+)
 from raymlp.registry.events import Event
 from raymlp.storage import Storage
 
@@ -33,19 +40,19 @@ logger = logging.getLogger(__name__)
 
 EVENT_SCHEMA = pa.schema(
     [
-        pa.field("seq", pa.int64(), nullable=False),
-        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        SEQ_FIELD,
+        TS_FIELD,
         pa.field("principal", pa.string(), nullable=False),
         pa.field("tenant", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
+        KIND_FIELD,
         pa.field("entity", pa.string(), nullable=False),
-        pa.field("payload", pa.string(), nullable=False),
+        PAYLOAD_FIELD,
         pa.field("op_id", pa.string(), nullable=True),
     ]
 )
 
 
-class LogAdvancedError(Exception):
+class LogAdvancedError(TableAdvancedError):
     """Someone else committed to the event log since we last read it (another registry
     instance, e.g. during a split brain): catch up before writing."""
 
@@ -54,9 +61,7 @@ def _to_table(events: list[Event]) -> pa.Table:
     return pa.table(
         {
             "seq": pa.array([e.seq for e in events], pa.int64()),
-            "ts": pa.array([round(e.ts * 1_000_000) for e in events], pa.int64()).cast(
-                pa.timestamp("us", tz="UTC")
-            ),
+            "ts": ts_to_arrow([e.ts for e in events]),
             "principal": [e.principal for e in events],
             "tenant": [e.tenant for e in events],
             "kind": [e.kind for e in events],
@@ -72,7 +77,7 @@ def _from_table(table: pa.Table) -> list[Event]:
     if table.num_rows == 0:
         return []
     table = table.sort_by("seq")
-    ts = pc.divide(table["ts"].cast(pa.int64()).cast(pa.float64()), 1_000_000.0).to_pylist()
+    ts = ts_from_arrow(table["ts"])
     cols = {
         name: table[name].to_pylist()
         for name in ("seq", "principal", "tenant", "kind", "entity", "payload", "op_id")
@@ -113,21 +118,17 @@ class EventLog:
         self.uri = storage.uri("registry", "events")
         self.options = storage.delta_storage_options()
         self.compact_every = compact_every
-        self._dt: DeltaTable | None = None
+        self._table = AppendOnlyTable(
+            self.uri,
+            self.options,
+            create_name="raymlp_registry_events",
+            label=f"the registry event log {self.uri!r}",
+        )
         self._version: int | None = None  # table version we last wrote or read
         self.commits_since_compact = 0
 
     def _open(self) -> DeltaTable | None:
-        if self._dt is None:
-            try:
-                self._dt = DeltaTable(self.uri, storage_options=self.options)
-            except TableNotFoundError:
-                return None
-            except Exception as e:  # noqa: BLE001 - object-store errors vary by backend
-                raise StorageError(
-                    f"cannot open the registry event log {self.uri!r}: {e}", uri=self.uri
-                ) from e
-        return self._dt
+        return self._table.open()
 
     def read_all(self) -> list[Event]:
         """Every event, in seq order (empty for a new root)."""
@@ -141,27 +142,16 @@ class EventLog:
         dt = self._open()
         if dt is None:
             return []
-        table = self._read(dt, seq)
+        table = self._table.rows_after(dt, seq)
         self._version = dt.version()
         return _from_table(table)
 
     def audit(self, seq: int = 0) -> list[Event]:
         """Like :meth:`read_after`, on a separate snapshot (never disturbs the writer)."""
-        try:
-            dt = DeltaTable(self.uri, storage_options=self.options)
-        except TableNotFoundError:
+        dt = self._table.snapshot()
+        if dt is None:
             return []
-        return _from_table(self._read(dt, seq))
-
-    def _read(self, dt: DeltaTable, seq: int) -> pa.Table:
-        try:
-            dt.update_incremental()
-            filters = [("seq", ">", int(seq))] if seq > 0 else None
-            return dt.to_pyarrow_table(filters=filters)
-        except Exception as e:  # noqa: BLE001
-            raise StorageError(
-                f"cannot read the registry event log {self.uri!r}: {e}", uri=self.uri
-            ) from e
+        return _from_table(self._table.rows_after(dt, seq))
 
     def append(self, events: list[Event]) -> None:
         """Commit ``events`` (seq already assigned) in one Delta transaction.
@@ -170,33 +160,12 @@ class EventLog:
         """
         if not events:
             return
-        data = _to_table(events)
-        dt = self._open()
         try:
-            if dt is None:
-                write_deltalake(
-                    self.uri,
-                    data,
-                    mode="append",
-                    storage_options=self.options,
-                    name="raymlp_registry_events",
-                )
-                self._dt = DeltaTable(self.uri, storage_options=self.options)
-                self._version = self._dt.version()
-            else:
-                dt.update_incremental()
-                if self._version is not None and dt.version() != self._version:
-                    raise LogAdvancedError(
-                        f"event log at version {dt.version()}, expected {self._version}"
-                    )
-                write_deltalake(dt, data, mode="append")
-                self._version = dt.version()
-        except LogAdvancedError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise StorageError(
-                f"cannot write the registry event log {self.uri!r}: {e}", uri=self.uri
-            ) from e
+            self._version = self._table.append(
+                _to_table(events), expect_version=self._version, refresh=True
+            )
+        except TableAdvancedError as e:
+            raise LogAdvancedError(str(e)) from None
         self.commits_since_compact += 1
 
     @property
@@ -205,26 +174,15 @@ class EventLog:
 
     def compact(self) -> dict[str, Any]:
         """Compact small files and write a checkpoint (call while no append runs)."""
-        dt = self._open()
-        if dt is None:
+        if self._open() is None:
             return {}
         try:
-            dt.update_incremental()
-            if self._version is not None and dt.version() != self._version:
-                raise LogAdvancedError(
-                    f"event log at version {dt.version()}, expected {self._version}"
-                )
-            metrics = dt.optimize.compact()
-            dt.create_checkpoint()
-            self._version = dt.version()
-        except LogAdvancedError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise StorageError(
-                f"cannot compact the registry event log {self.uri!r}: {e}", uri=self.uri
-            ) from e
+            metrics = self._table.compact(expect_version=self._version)
+        except TableAdvancedError as e:
+            raise LogAdvancedError(str(e)) from None
+        self._version = self._table.version()
         self.commits_since_compact = 0
-        return dict(metrics or {})
+        return metrics
 
     def version(self) -> int | None:
         return self._version

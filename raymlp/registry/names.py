@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from raymlp.config._base import ALIAS_RE, MODEL_NAME_RE
 from raymlp.errors import ValidationError
 
 __all__ = [
@@ -32,8 +33,9 @@ __all__ = [
     "check_metric_value",
 ]
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,127}$")
-_ALIAS_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,62}$")
+# One definition of the model-name and alias rules, shared with the config models.
+_NAME_RE = MODEL_NAME_RE
+_ALIAS_RE = ALIAS_RE
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.\-/ :]{1,250}$")
 
 #: The lifecycle stages of a model version.

@@ -1,55 +1,119 @@
-"""The platform as seen from inside a Serve replica: the published config and the service
-principal the application acts as (never an HTTP caller's identity)."""
+"""The platform as seen from inside a Serve replica: the published config, the service principal
+the application acts as (never an HTTP caller's identity), and the few platform services the
+replicas use — built from the actor-access helpers of ``raymlp._private``, not from the SDK
+(``raymlp.client`` sits above serving)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
-from raymlp.client import LOCAL_ADMIN, Platform
+from raymlp._private.model_version import ModelVersion
+from raymlp._private.online_lookup import OnlineLookup
+from raymlp._private.prediction_logger import PredictionLogger
+from raymlp._private.principals import service_principal
+from raymlp._private.registry_watcher import RegistryWatcher
+from raymlp._private.rpc import ActorClient, RegistryRPC, published_config
 from raymlp.config import PlatformConfig, Principal
-from raymlp.errors import ConfigError, UnavailableError
+from raymlp.errors import UnavailableError
 
-__all__ = ["service_principal", "service_platform"]
+__all__ = [
+    "service_principal",
+    "service_platform",
+    "ReplicaServices",
+    "ReplicaRegistry",
+    "ReplicaMonitor",
+]
 
 
-def service_principal(cfg: PlatformConfig, name: str | None) -> Principal:
-    """The principal named ``name`` (default: ``auth.default_principal``; local admin when auth
-    is off)."""
-    if not cfg.auth.enabled:
-        return (
-            LOCAL_ADMIN if name is None else Principal(name=name, tenant="default", roles=["admin"])
+class ReplicaRegistry:
+    """The registry reads a replica needs: versions, traffic state, event subscriptions."""
+
+    def __init__(self, rpc: RegistryRPC) -> None:
+        self._rpc = rpc
+
+    def get(self, name: str, version: int | None = None, alias: str | None = None) -> ModelVersion:
+        """A version by number, by alias, or (neither) the latest."""
+        return ModelVersion.from_dict(
+            self._rpc.query("get_version", name=name, version=version, alias=alias)
         )
-    name = name or cfg.auth.default_principal
-    if name is None:
-        raise ConfigError(
-            "auth is enabled: the serve config needs 'principal' (a service principal of "
-            "platform.yaml) to act as towards the registry and the feature store",
-            field="principal",
+
+    def get_traffic(self, name: str) -> dict[str, Any]:
+        """The serving traffic state of ``name`` (canary, shadow, standby, steps)."""
+        return self._rpc.query("get_traffic", name=name)
+
+    def subscribe(
+        self, callback: Callable[[dict[str, Any]], Any], kinds: list[str] | None = None
+    ) -> RegistryWatcher:
+        """Call ``callback(event)`` in a background thread for every new event (of ``kinds``)."""
+        w = RegistryWatcher(self._rpc, kinds=kinds, listener=callback)
+        w.start()
+        return w
+
+
+class ReplicaMonitor:
+    """The monitor as the gateway uses it: a prediction logger shipping to the actor."""
+
+    def __init__(self, actor: ActorClient) -> None:
+        self._actor = actor
+
+    def logger(
+        self,
+        *,
+        source: str = "gateway",
+        capacity: int = 10_000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.5,
+    ) -> PredictionLogger:
+        """A started :class:`PredictionLogger` that ships to the monitor actor."""
+        return PredictionLogger(
+            self._actor,
+            source=source,
+            capacity=capacity,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
         )
-    found = cfg.auth.by_name(name)
-    if found is None:
-        raise ConfigError(
-            f"principal {name!r} is not in platform.yaml auth.principals",
-            field="principal",
-            value=name,
-        )
-    return found
+
+
+class ReplicaServices:
+    """What a Serve replica reaches on the platform, acting as the service ``principal``:
+    ``registry`` (get / get_traffic / subscribe), ``features`` (online lookups) and ``monitor``
+    (the prediction logger)."""
+
+    def __init__(self, config: PlatformConfig, principal: Principal) -> None:
+        self.config = config
+        self.principal = principal
+
+    def actor(self, name: str) -> ActorClient:
+        """A client on the named platform actor."""
+        return ActorClient(name, self.config.ray.namespace)
+
+    @cached_property
+    def registry(self) -> ReplicaRegistry:
+        return ReplicaRegistry(RegistryRPC(self.actor("registry"), self.principal))
+
+    @cached_property
+    def features(self) -> OnlineLookup:
+        return OnlineLookup.from_config(self.config, self.principal)
+
+    @cached_property
+    def monitor(self) -> ReplicaMonitor:
+        return ReplicaMonitor(self.actor("monitor"))
 
 
 def service_platform(
     principal: str | None = None,
     config: PlatformConfig | dict[str, Any] | None = None,
     wait_s: float = 30.0,
-) -> Platform:
-    """A :class:`~raymlp.client.Platform` for a replica (Ray is already initialised there):
-    ``config`` as given by the deployer, else the one ``raymlp up`` published on the cluster
-    (waited for up to ``wait_s``: a replica may start while the platform comes up)."""
+) -> ReplicaServices:
+    """The :class:`ReplicaServices` of a replica (Ray is already initialised there): ``config``
+    as given by the deployer, else the one ``raymlp up`` published on the cluster (waited for
+    up to ``wait_s``: a replica may start while the platform comes up)."""
     if isinstance(config, dict):
         config = PlatformConfig.model_validate(config)
     if config is None:
-        from raymlp._private.cluster import published_config
-
         deadline = time.monotonic() + wait_s
         while (config := published_config()) is None:
             if time.monotonic() > deadline:
@@ -57,4 +121,4 @@ def service_platform(
                     "the raymlp platform is not up on this cluster (run `raymlp up`)"
                 )
             time.sleep(0.5)
-    return Platform(config, service_principal(config, principal))
+    return ReplicaServices(config, service_principal(config, principal))

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from raymlp import __version__
+from raymlp._version import __version__
 from raymlp.config import Principal
 from raymlp.errors import (
     BadRequestError,

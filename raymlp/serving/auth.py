@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from raymlp._private.principals import LOCAL_ADMIN
 from raymlp.config import AuthConfig, Principal, hash_api_key
 from raymlp.errors import AuthenticationError, PermissionDeniedError
 
 __all__ = ["Authenticator", "LOCAL_ADMIN", "api_key_from_headers"]
-
-LOCAL_ADMIN = Principal(name="local-admin", tenant="default", roles=["admin"])
 
 
 def api_key_from_headers(headers: Mapping[str, str]) -> str | None:

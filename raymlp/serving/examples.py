@@ -1,6 +1,6 @@
 """Small example models for trying the serving application, its tests and its benchmark.
 
-:func:`make_artifact` writes a real model artifact (the training package's format: fitted
+:func:`make_artifact` writes a real model artifact (:mod:`raymlp.predictor`'s format: fitted
 preprocessor, weights, signature) for a churn-like table without running a training job, and
 :func:`flaky_mlp` is a model factory whose behaviour a control file changes live (fail, or be
 slow), to exercise fallbacks and circuit breakers on a running application::
@@ -43,6 +43,8 @@ FEATURES = [
     ("support_calls", "int64"),
 ]
 CONTRACTS = ["month-to-month", "one-year", "two-year"]
+#: The built-in network's factory, named the way artifacts name it.
+_TABULAR_MLP = "raymlp.training.models:tabular_mlp"
 
 
 def example_features(i: int) -> dict[str, Any]:
@@ -74,7 +76,7 @@ def make_artifact(
     *,
     seed: int = 0,
     hidden_dims: Sequence[int] = (16,),
-    factory: str = "raymlp.training.models:tabular_mlp",
+    factory: str = _TABULAR_MLP,
     kwargs: dict[str, Any] | None = None,
     feature_refs: dict[str, str] | None = None,
     labels: Sequence[str] = ("stay", "churn"),
@@ -84,9 +86,9 @@ def make_artifact(
     ``kwargs`` default to ``{"hidden_dims": hidden_dims}``; ``feature_refs`` maps inputs to
     ``view:feature`` references for entity requests.
     """
-    from raymlp.training.artifact import save_artifact
-    from raymlp.training.models import build_model
-    from raymlp.training.preprocessing import PreprocessorFitter
+    from raymlp.predictor.artifact import save_artifact
+    from raymlp.predictor.factory import build_model
+    from raymlp.predictor.preprocessing import PreprocessorFitter
 
     fitter = PreprocessorFitter([name for name, _ in FEATURES])
     fitter.update(synthetic_table(256, seed=0))
@@ -140,6 +142,8 @@ def flaky_mlp(
 ) -> nn.Module:
     """A tabular MLP that fails or sleeps while the JSON ``control`` file says so
     (``{"fail": true}``, ``{"delay_s": 0.5}``); see :func:`set_control`."""
-    from raymlp.training.models import tabular_mlp
+    from raymlp.predictor.factory import build_model
 
-    return _Flaky(tabular_mlp(input_dim, hidden_dims), control)
+    # By its import path, as an artifact names it: Serve code imports nothing from training.
+    net = build_model(_TABULAR_MLP, input_dim, {"hidden_dims": hidden_dims})
+    return _Flaky(net, control)

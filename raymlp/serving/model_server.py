@@ -27,13 +27,16 @@ import time
 import weakref
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
 from raymlp.config import ServeAppConfig, ServeBatching
 from raymlp.errors import NotFoundError, RayMLPError, ValidationError
 from raymlp.registry.signature import Signature, parse_signature, validate_request
+
+if TYPE_CHECKING:
+    from raymlp.serving._platform import ReplicaServices
 
 __all__ = ["ModelServer", "ServedModel", "parse_model_id"]
 
@@ -156,7 +159,7 @@ class ModelServer:
         except Exception:  # noqa: BLE001 - a thread setting is an optimisation
             logger.warning("could not set torch threads", exc_info=True)
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="raymlp-io")
-        self._platform: Any = None
+        self._platform: ReplicaServices | None = None
         self._loaded: weakref.WeakValueDictionary[str, ServedModel] = weakref.WeakValueDictionary()
         self._loading: dict[str, asyncio.Future] = {}
         self._batching = self.settings.batching
@@ -205,7 +208,8 @@ class ModelServer:
 
     # -- loading -----------------------------------------------------------------------------
 
-    def _platform_client(self) -> Any:
+    def _platform_client(self) -> ReplicaServices:
+        """The registry and online features, as the app's service principal."""
         if self._platform is None:
             from raymlp.serving._platform import service_platform
 
@@ -213,7 +217,7 @@ class ModelServer:
         return self._platform
 
     def _load_sync(self, model_id: str) -> ServedModel:
-        from raymlp.training.artifact import load_predictor
+        from raymlp.predictor.artifact import load_predictor
 
         name, version = parse_model_id(model_id)
         mv = self._platform_client().registry.get(name, version=version)

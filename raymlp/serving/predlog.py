@@ -1,12 +1,14 @@
 """The gateway's side of the prediction log: every answered (or failed) request and every
 feedback label goes to the monitor, off the request's critical path.
 
-The monitor's client (``platform.monitor.logger()``: a bounded buffer flushed to the monitor
-actor in the background, overflow counted) does the shipping. The last records are also kept
+The monitor's :class:`~raymlp._private.prediction_logger.PredictionLogger`
+(``services.monitor.logger()`` of the replica-side services, ``raymlp.serving._platform``: a
+bounded buffer flushed to the monitor actor in the background, overflow counted) does the
+shipping. The last records are also kept
 in a bounded in-memory buffer of this gateway replica (``recent``, for ``/v1/models`` stats
 and tests); without a monitor installed, that buffer is all there is::
 
-    log = PredictionLog(platform, settings)
+    log = PredictionLog(services, settings)
     log.prediction({"request_id": "r1", "model": "churn", "version": 3, "route": "primary", ...})
     log.feedback("r1", 1)
 """
@@ -25,10 +27,10 @@ __all__ = ["PredictionLog"]
 logger = logging.getLogger(__name__)
 
 
-def _monitor_logger(platform: Any, settings: ServePredictionLog) -> Any:
+def _monitor_logger(services: Any, settings: ServePredictionLog) -> Any:
     """The monitor's PredictionLogger for this gateway, or None (no monitor installed)."""
     try:
-        monitor = platform.monitor
+        monitor = services.monitor
     except ImportError:
         return None  # this installation has no monitor: keep records locally
     try:
@@ -45,9 +47,9 @@ def _monitor_logger(platform: Any, settings: ServePredictionLog) -> Any:
 class PredictionLog:
     """Prediction and feedback records of one gateway replica (see the module docstring)."""
 
-    def __init__(self, platform: Any, settings: ServePredictionLog) -> None:
+    def __init__(self, services: Any, settings: ServePredictionLog) -> None:
         self.settings = settings
-        self._sink = _monitor_logger(platform, settings) if settings.enabled else None
+        self._sink = _monitor_logger(services, settings) if settings.enabled else None
         self.recent: deque[dict[str, Any]] = deque(maxlen=min(settings.max_buffer, 10_000))
         self.feedback_recent: deque[dict[str, Any]] = deque(maxlen=min(settings.max_buffer, 10_000))
         self.logged = 0

@@ -59,7 +59,8 @@ class RoutingTable:
     """Routes of every served model (see the module docstring).
 
     Args:
-        registry: the registry client (``platform.registry``).
+        registry: the registry reads (``ReplicaServices.registry`` of
+            ``raymlp.serving._platform``: get, get_traffic).
         warm: ``await warm(pool, version_info)`` loads + probes a version (raises on failure).
     """
 

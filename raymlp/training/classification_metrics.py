@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from raymlp._private.values import histogram_auc
+
 __all__ = [
     "roc_auc",
     "log_loss",
@@ -144,11 +146,7 @@ def binary_metrics(
 
 def auc_from_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
     """AUC from per-class score histograms over the same ascending bins (ties within a bin
-    count one half). Exact up to the bin width; used for validation inside training."""
-    pos = np.asarray(pos_hist, dtype=np.float64)
-    neg = np.asarray(neg_hist, dtype=np.float64)
-    n_pos, n_neg = pos.sum(), neg.sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    neg_below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
-    return float(np.sum(pos * (neg_below + 0.5 * neg)) / (n_pos * n_neg))
+    count one half; see :func:`raymlp._private.values.histogram_auc`). Exact up to the bin
+    width; used for validation inside training. NaN when either class is absent."""
+    auc = histogram_auc(pos_hist, neg_hist)
+    return float("nan") if auc is None else auc

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from raymlp import _constants
 from raymlp.errors import SchemaError, ValidationError
-from raymlp.training.preprocessing import Preprocessor, PreprocessorFitter, category_key
+from raymlp.predictor.preprocessing import Preprocessor, PreprocessorFitter, category_key
 
 if TYPE_CHECKING:
     import ray.data
@@ -294,7 +294,7 @@ def prepare_data(
     keep = [*cfg.entity_keys, *input_columns]
     keep = list(dict.fromkeys(keep))
     labelled = ds.map_batches(
-        _split_and_label,
+        _split_and_label,  # type: ignore[arg-type]  # Ray's stub knows no fn_kwargs-only fns
         batch_format="pyarrow",
         fn_kwargs={
             "entity_keys": list(cfg.entity_keys),

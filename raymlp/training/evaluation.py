@@ -1,6 +1,6 @@
 """Evaluation on a held-out split through the serving code path.
 
-A :class:`~raymlp.training.artifact.Predictor` (preprocessing + network, exactly what serving
+A :class:`~raymlp.predictor.artifact.Predictor` (preprocessing + network, exactly what serving
 loads) scores the split's raw feature rows batch by batch, so the reported test metrics are the
 metrics of the artifact as it will be served::
 

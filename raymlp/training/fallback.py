@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from raymlp.training.models import build_model
+from raymlp.predictor.factory import build_model
 
 __all__ = ["train_fallback", "fallback_factory"]
 

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raymlp.predictor.factory import build_model
 from raymlp.training.classification_metrics import auc_from_histograms
 from raymlp.training.ds_config import build_deepspeed_config, client_optimizer, resolve_bf16
-from raymlp.training.models import build_model
 
 __all__ = [
     "train_loop_per_worker",
@@ -291,7 +291,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         slowest = _all_reduce(torch.tensor([elapsed], dtype=torch.float64, device=device), "max")
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
-            "train_loss": float(totals[1] / max(totals[0], 1)),
+            "train_loss": float(totals[1]) / max(float(totals[0]), 1.0),
             "samples_per_s": float(totals[0] / max(slowest[0].item(), 1e-9)),
             "worker_samples_per_s": rows / max(elapsed, 1e-9),
             "epoch_time_s": float(slowest[0].item()),

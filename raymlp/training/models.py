@@ -1,29 +1,31 @@
-"""Model factories: the built-in tabular networks, and loading a user's factory by import path.
+"""Model factories: the built-in tabular networks.
 
 A factory is any callable ``factory(input_dim, **kwargs) -> torch.nn.Module`` whose module maps a
 float32 ``(n, input_dim)`` tensor to ``(n,)`` or ``(n, 1)`` logits of the positive class. Name it
-in the YAML and the training job, the fallback and the serving loader all build it the same way::
+in the YAML and the training job, the fallback and the serving loader all build it the same way
+(:func:`raymlp.predictor.factory.build_model` resolves the path)::
 
     model:
       factory: my_package.nets:wide_and_deep     # importable on every Ray worker
       kwargs: {width: 256}
 
-    >>> from raymlp.training.models import build_model
+The factories here keep their import paths (``raymlp.training.models:tabular_mlp``) because
+stored artifacts and configs name them by string::
+
+    >>> from raymlp.predictor import build_model
     >>> net = build_model("raymlp.training.models:tabular_mlp", 8, {"hidden_dims": [16]})
-    >>> sum(p.numel() for p in net.parameters())
+    >>> count_params(net)
     161
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["tabular_mlp", "logistic_regression", "resolve_factory", "build_model", "count_params"]
+__all__ = ["tabular_mlp", "logistic_regression", "count_params"]
 
 
 class TabularMLP(nn.Module):
@@ -72,31 +74,6 @@ def tabular_mlp(
 def logistic_regression(input_dim: int) -> nn.Module:
     """One linear layer: the default fallback model."""
     return TabularMLP(input_dim, hidden_dims=())
-
-
-def resolve_factory(path: str) -> Callable[..., nn.Module]:
-    """Import ``'module:function'`` and return the callable.
-
-    Raises:
-        ValueError: the path is malformed, or names nothing callable.
-        ModuleNotFoundError: the module cannot be imported.
-    """
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"model factory {path!r} is not 'module:function'")
-    module = importlib.import_module(module_name)
-    fn = getattr(module, attr, None)
-    if fn is None or not callable(fn):
-        raise ValueError(f"model factory {path!r}: {module_name} has no callable {attr!r}")
-    return fn
-
-
-def build_model(factory: str, input_dim: int, kwargs: dict[str, Any] | None = None) -> nn.Module:
-    """Build the network named by ``factory`` for ``input_dim`` inputs."""
-    model = resolve_factory(factory)(int(input_dim), **(kwargs or {}))
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model factory {factory!r} returned {type(model).__name__}, not nn.Module")
-    return model
 
 
 def count_params(model: nn.Module) -> int:

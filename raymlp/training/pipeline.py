@@ -41,14 +41,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from raymlp._private.git import detect_git_commit
 from raymlp.errors import NotFoundError
+from raymlp.predictor.preprocessing import short_feature_names
 from raymlp.training.data import PreparedData, prepare_data, read_table
-from raymlp.training.preprocessing import short_feature_names
 from raymlp.training.publish import Publication, metrics_for_registry, publish
 from raymlp.training.trainer import BestCheckpoint, find_best_checkpoint, join_uri, make_trainer
 from raymlp.training.tuning import TRIALS_DIR, apply_overrides, keep_signal_handlers, run_tune
 
-__all__ = ["run_training_job", "TrainJobResult", "load_training_data", "signature_for"]
+__all__ = [
+    "run_training_job",
+    "load_job_config",
+    "TrainJobResult",
+    "load_training_data",
+    "signature_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,39 @@ class TrainJobResult:
         for m in (d["test_metrics"], d["fallback_metrics"] or {}):
             m.pop("calibration", None)
         return d
+
+    def summary(self) -> str:
+        """The few lines ``raymlp train`` and ``jobs.train`` print (without ``--json``)."""
+        m = self.test_metrics
+        lines = [
+            f"model      {self.model_name} v{self.version}  ({self.artifact_uri})",
+            f"test       auc {m['auc']:.4f}  accuracy {m['accuracy']:.4f}  log_loss "
+            f"{m['log_loss']:.4f}  brier {m['brier']:.4f}  ece {m['ece']:.4f}",
+        ]
+        if self.fallback_version is not None:
+            fb = self.fallback_metrics or {}  # set together with fallback_version
+            lines.append(
+                f"fallback   {self.fallback_name} v{self.fallback_version}  (test auc "
+                f"{fb['auc']:.4f})"
+            )
+        if self.int8:
+            lines.append(f"int8       test auc delta {self.int8['auc_delta']:+.4f}")
+        lines.append(f"gate       {self.gate.get('reason')}")
+        if self.promotion:
+            lines.append(f"promotion  {self.promotion}")
+        lines.append(f"run        {self.run_id}")
+        return "\n".join(lines)
+
+
+def load_job_config(path: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The training config of ``path`` with ``--set`` overrides applied, validated — before
+    anything touches the cluster."""
+    from raymlp.config import load_train_config
+
+    cfg = load_train_config(path)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, source=f"{path} --set")
+    return cfg
 
 
 def _flat_params(cfg: Any) -> dict[str, Any]:
@@ -149,10 +189,8 @@ def signature_for(prepared: PreparedData, cfg: Any, refs: dict[str, str]) -> dic
 
 def _registry_callbacks(platform: Any, cfg: Any, experiment: str, parent_run_id: str) -> list[Any]:
     """The registry's Tune callback: one child run per trial under the job's run."""
-    try:
-        from raymlp.client._tune_callback import RegistryTuneCallback
-    except ImportError:  # an older platform without it: trials are logged after the search
-        return []
+    from raymlp.training.tune_callback import RegistryTuneCallback
+
     return [
         RegistryTuneCallback(
             platform,
@@ -294,8 +332,6 @@ def run_training_job(
 def _run(
     platform: Any, cfg: Any, parent: str, run_name: str, experiment: str, say: Callable[[str], None]
 ) -> TrainJobResult:
-    from raymlp.client._registry import detect_git_commit
-
     reg = platform.registry
     say(f"data: {cfg.dataset.entity_table} + {len(cfg.dataset.features)} feature refs")
     ds, inputs, renames, versions, table_info = load_training_data(platform, cfg)

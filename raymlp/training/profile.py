@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymlp.training.preprocessing import category_key
+from raymlp.predictor.preprocessing import category_key
 
 __all__ = ["build_profile", "numeric_profile", "bin_index", "FORMAT"]
 

@@ -55,7 +55,7 @@ def decide(
     holder it must only reach ``min_value`` (when set). A missing or NaN metric never wins.
     """
     higher = HIGHER_IS_BETTER[metric]
-    new = new_metrics.get(metric)
+    new: Any = new_metrics.get(metric)
     if _bad(new):
         return GateDecision(False, f"the new model has no {metric} on the test split", metric, None)
     new = float(new)
@@ -69,7 +69,7 @@ def decide(
         )
     if current_metrics is None:
         return GateDecision(True, f"no model holds {alias!r}; {metric} {new:.4f}", metric, new)
-    cur = current_metrics.get(metric)
+    cur: Any = current_metrics.get(metric)
     if _bad(cur):
         return GateDecision(
             True,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlp.errors import NotFoundError, RayMLPError, ValidationError
-from raymlp.training.artifact import Predictor, load_predictor, quantize_int8, save_artifact
+from raymlp.predictor.artifact import Predictor, load_predictor, quantize_int8, save_artifact
 from raymlp.training.card import CardFacts, render_card
 from raymlp.training.data import PreparedData
 from raymlp.training.evaluation import evaluate
@@ -365,7 +365,7 @@ def publish(pub: Publication) -> Published:
     fallback_ref = None
     if fb_version is not None:
         fallback_ref = {"name": fb_name, "version": fb_version}
-        facts.fallback = {**fallback_ref, "auc": fb_metrics["auc"]}
+        facts.fallback = {**fallback_ref, "auc": (fb_metrics or {})["auc"]}
     card = render_card(facts)
     save_artifact(
         main_dir,

@@ -154,7 +154,8 @@ def run_tune(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    metric, mode = cfg.tune.metric, cfg.tune.mode
+    metric = cfg.tune.metric
+    mode: str = cfg.tune.mode or "max"  # never None: TuneSettings implies it from the metric
     max_t = _max_epochs(cfg)
     scheduler = (
         ASHAScheduler(
@@ -197,9 +198,10 @@ def run_tune(
     )
     try:
         with keep_signal_handlers():
-            results = tuner.fit()
+            grid = tuner.fit()
     finally:
         _remove_orphaned_placement_groups()
+    results = [grid[i] for i in range(len(grid))]
     trials: list[dict[str, Any]] = []
     for r in results:
         m = r.metrics or {}
@@ -216,8 +218,8 @@ def run_tune(
     if not ok:
         first = next((t["error"] for t in trials if t["error"]), "no trial reported a result")
         raise RayMLPError(f"every Tune trial failed: {first}", run=run_name)
-    best_result = results.get_best_result(metric=metric, mode=mode, scope="all")
-    trial_id = best_result.metrics["trial_id"]
+    best_result = grid.get_best_result(metric=metric, mode=mode, scope="all")
+    trial_id = (best_result.metrics or {})["trial_id"]
     best = find_best_checkpoint(join_uri(trials_uri, trial_id), metric, mode)
     return TuneOutcome(
         best_params=_jsonable(best_result.config), best_trial_id=trial_id, best=best, trials=trials
@@ -256,7 +258,7 @@ def _remove_orphaned_placement_groups() -> list[str]:
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     job = ray.get_runtime_context().get_job_id()
-    removed = []
+    removed: list[str] = []
     try:
         table = ray._private.state.state._connect_and_get_accessor().get_placement_group_table()
     except Exception as e:  # an internal API: never let housekeeping fail the search
@@ -264,12 +266,12 @@ def _remove_orphaned_placement_groups() -> list[str]:
         return removed
     nil = ray.ActorID.nil().binary()
     for raw in table:
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)  # type: ignore[attr-defined]
         if (
             pg.is_detached
             or pg.creator_actor_id == nil  # made by a driver (Tune's own trial groups)
             or not pg.creator_actor_dead
-            or pg.state == gcs_pb2.PlacementGroupTableData.REMOVED
+            or pg.state == gcs_pb2.PlacementGroupTableData.REMOVED  # type: ignore[attr-defined]
             or pg.creator_job_id.hex() != job
             or _actor_class(pg.creator_actor_id.hex()) != "TrainController"
         ):

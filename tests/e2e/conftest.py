@@ -7,28 +7,20 @@ e2e tests drive the platform only through subprocesses (the CLI, `ray job submit
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests._net import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A free TCP port outside 10002-19999, which Ray keeps for worker processes."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not 10002 <= port <= 19999:
-            return port
 
 
 def private_ray_tmp() -> str:
@@ -50,7 +42,19 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     # Ray 2.60 turns token auth on for the clusters it starts, but its own CLI sends the token
     # (~/.ray/auth_token) to an explicit --address only in token mode.
     env["RAY_AUTH_MODE"] = "token"
+    # A token of this test's own, not yet written: like a fresh machine, where no
+    # ~/.ray/auth_token exists (`raymlp up` must create it; a bare `ray start` needs
+    # `write_auth_token` first, as a user runs `ray get-auth-token --generate`).
+    env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "ray_auth_token")
     return env
+
+
+def write_auth_token(env: dict[str, str]) -> None:
+    """What `ray get-auth-token --generate` does, at this test's token path."""
+    path = Path(env["RAY_AUTH_TOKEN_PATH"])
+    if not path.exists():
+        path.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+        path.chmod(0o600)
 
 
 def run_raymlp(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -71,6 +75,7 @@ def head_node(tmp_path_factory) -> Iterator[HeadNode]:
     """`ray start --head` (2 CPUs, free ports) with the platform up on it; stopped after."""
     tmp = tmp_path_factory.mktemp("head")
     env = base_env(tmp)
+    write_auth_token(env)
     port, dash = free_port(), free_port()
     start = subprocess.run(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", f"--dashboard-port={dash}",

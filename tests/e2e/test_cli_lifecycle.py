@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from actors import available_specs
-from tests.e2e.conftest import base_env, free_port, private_ray_tmp, run_raymlp
+from actors import ACTOR_SPECS
+from tests._net import free_port
+from tests.e2e.conftest import base_env, private_ray_tmp, run_raymlp, write_auth_token
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +31,16 @@ def raymlp(*args: str, env: dict[str, str], timeout: float = 180):
 
 def _expected_actors(status: dict) -> None:
     rows = {r["actor"]: r for r in status["actors"]}
-    for spec in available_specs():
+    for spec in ACTOR_SPECS:
         assert rows[spec.name]["state"] == "ALIVE", rows
         assert rows[spec.name]["node"] != "-"
 
 
 def test_up_starts_a_local_cluster_then_status_and_down(env):
+    assert not Path(env["RAY_AUTH_TOKEN_PATH"]).exists()  # as on a fresh machine
     up = raymlp("up", "--address", "local", env=env)
     assert up.returncode == 0, up.stderr
+    assert Path(env["RAY_AUTH_TOKEN_PATH"]).stat().st_mode & 0o077 == 0  # created, private
     address = re.search(r"Ray address: (\S+)", up.stdout).group(1)
     try:
         assert "Ray dashboard: http" in up.stdout
@@ -58,6 +61,7 @@ def test_up_starts_a_local_cluster_then_status_and_down(env):
 
 
 def test_up_status_down_against_ray_start_head(env):
+    write_auth_token(env)
     port, dash = free_port(), free_port()
     start = subprocess.run(
         [RAY, "start", "--head", f"--port={port}", f"--temp-dir={private_ray_tmp()}", f"--dashboard-port={dash}", "--num-cpus=1",
@@ -81,3 +85,25 @@ def test_up_status_down_against_ray_start_head(env):
     finally:
         stop = raymlp("down", "--address", address, "--stop-cluster", env=env)
         assert stop.returncode == 0, stop.stderr
+
+
+def test_up_on_a_machine_with_an_empty_home(tmp_path):
+    """A new machine: no ~/.ray/auth_token, token auth on. `raymlp up` creates the token where
+    Ray looks for it, starts the cluster and joins it."""
+    env = base_env(tmp_path)
+    del env["RAY_AUTH_TOKEN_PATH"]
+    home = tmp_path / "home"
+    home.mkdir()
+    env["HOME"] = str(home)
+    up = raymlp("up", "--address", "local", env=env)
+    assert up.returncode == 0, up.stderr
+    address = re.search(r"Ray address: (\S+)", up.stdout).group(1)
+    try:
+        token = home / ".ray" / "auth_token"
+        assert token.read_text().strip()
+        assert token.stat().st_mode & 0o077 == 0
+        st = raymlp("status", "--address", address, "--json", env=env)
+        assert st.returncode == 0, st.stderr
+    finally:
+        down = raymlp("down", "--address", address, "--stop-cluster", env=env)
+    assert down.returncode == 0, down.stderr

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import REPO, base_env, free_port
+from tests._net import free_port
+from tests.e2e.conftest import REPO, base_env
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from raymlp.training.artifact import save_artifact
+from raymlp.predictor.artifact import save_artifact
+from raymlp.predictor.preprocessing import PreprocessorFitter
 from raymlp.training.models import tabular_mlp
-from raymlp.training.preprocessing import PreprocessorFitter
 from raymlp.training.synthetic import churn_feature_tables
 
 ROOT = Path(__file__).resolve().parents[2]

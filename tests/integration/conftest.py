@@ -9,7 +9,6 @@ actors and Serve applications are removed after each test.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -19,18 +18,9 @@ from ray.cluster_utils import Cluster
 from raymlp._private import cluster as cluster_lib
 from raymlp.client import Platform, connect
 from raymlp.config import PlatformConfig
+from tests._net import free_port
 
 HEAD_CPUS = 2
-
-
-def _free_port() -> int:
-    # Not Ray's default 8265: another cluster on the machine may hold it.
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not 10002 <= port <= 19999:
-            return port
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +28,8 @@ def ray_cluster() -> Iterator[Cluster]:
     c = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": HEAD_CPUS, "include_dashboard": True,
-                        "dashboard_port": _free_port(), "resources": {"head": 1}},
+                        "dashboard_port": free_port(),  # not 8265: another cluster may hold it
+                        "resources": {"head": 1}},
     )
     ray.init(address=c.address, namespace="raymlp", logging_level=logging.WARNING)
     yield c

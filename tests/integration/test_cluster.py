@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import ray
 
-from actors import ACTOR_SPECS, available_specs
+from actors import ACTOR_SPECS
 from raymlp._private import cluster
-from raymlp.client import call, connect
+from raymlp._private.rpc import call
+from raymlp.client import connect
 from raymlp.config import PlatformConfig
 from raymlp.errors import ConflictError, NotFoundError, ValidationError
 
@@ -41,7 +42,7 @@ def test_error_round_trips_through_ray_get_with_type_and_context(ray_cluster):
 
 def test_up_is_idempotent_and_down_removes_everything(ray_cluster, platform_config):
     p1 = connect(config=platform_config)
-    names = [n for s in available_specs() for n in s.names(platform_config)]
+    names = [n for s in ACTOR_SPECS for n in s.names(platform_config)]
     handles = {n: ray.get_actor(n, namespace="raymlp") for n in names}
     p2 = connect(config=platform_config)  # second `up`: same actors, not new ones
     for n in names:
@@ -60,8 +61,6 @@ def test_up_is_idempotent_and_down_removes_everything(ray_cluster, platform_conf
 
 
 def test_up_refuses_a_second_storage_root_while_up(ray_cluster, platform_config, tmp_path):
-    if not available_specs():
-        pytest.skip("no platform actor is built yet")
     connect(config=platform_config)
     other = PlatformConfig.model_validate({"storage": {"root": str(tmp_path / "other")}})
     try:
@@ -73,8 +72,6 @@ def test_up_refuses_a_second_storage_root_while_up(ray_cluster, platform_config,
 
 
 def test_connect_prefers_the_published_config(ray_cluster, platform_config):
-    if not available_specs():
-        pytest.skip("no platform actor is built yet")
     connect(config=platform_config)
     try:
         joined = connect(create_actors=False)  # no config given: uses what `up` published

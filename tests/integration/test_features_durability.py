@@ -4,7 +4,6 @@ acknowledged push; and the online store can be sharded over several actors."""
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ import actors
 from raymlp._private import cluster as cluster_lib
 from raymlp.client import connect
 from raymlp.config import PlatformConfig
+from tests._wait import wait_for
 
 CHURN = str(Path(__file__).resolve().parents[2] / "configs" / "features" / "churn.yaml")
 NOW = datetime.now(UTC)
@@ -31,17 +31,6 @@ def usage_row(cid: str, calls: int, age_days: float = 0.0) -> dict:
         "support_tickets_90d": 0,
         "dropped_call_rate": 0.0,
     }
-
-
-def wait_for(fn, timeout_s: float = 90.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return fn()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def online_calls(p, ids: list[str]) -> dict[str, int | None]:
@@ -105,7 +94,12 @@ def test_node_loss_rebuilds_the_online_store_on_another_node(ray_cluster, tmp_pa
         ray_cluster.remove_node(first, allow_graceful=False)
         second = ray_cluster.add_node(num_cpus=1, resources={"fs_pin": 1})
         ray_cluster.wait_for_nodes()
-        got = wait_for(lambda: online_calls(p, [f"n{i}" for i in range(5)]))
+        got = wait_for(
+            lambda: online_calls(p, [f"n{i}" for i in range(5)]),
+            timeout=90,
+            interval=0.2,
+            message="online reads after the node loss",
+        )
         assert got == {f"n{i}": 10 + i for i in range(5)}
         info = ray.get(ray.get_actor("feature_store", namespace="raymlp").info.remote())
         assert info["node_id"] == second.node_id and info["reconstructed"]

@@ -18,7 +18,7 @@ from raymlp.errors import ValidationError
 from raymlp.inference import predictions_table as ptable
 from raymlp.inference.batch import run_batch_prediction
 from raymlp.inference.model import with_model_inputs
-from raymlp.training.artifact import load_predictor
+from raymlp.predictor.artifact import load_predictor
 
 
 def test_batch_prediction_pit_and_latest(platform, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from deltalake import write_deltalake
 from raymlp.config import StreamPredictJobConfig
 from raymlp.inference import predictions_table as ptable
 from raymlp.inference.stream import LocalScorer, Scorer, Scores, StreamProcessor
-from raymlp.training.artifact import load_predictor
+from raymlp.predictor.artifact import load_predictor
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 
 import httpx
@@ -17,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from raymlp.cli import main as cli_main
 from raymlp.training.profile import build_profile
+from tests._wait import wait_for
 
 MONITORING = {
     "rules": [
@@ -107,20 +107,6 @@ def _series(text: str, name: str, **labels: str) -> list[float]:
     return out
 
 
-def _wait(pred, timeout_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    last_exc = None
-    while time.monotonic() < deadline:
-        try:
-            v = pred()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - e.g. the actor is still restarting
-            last_exc = e
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last_exc!r})")
-
-
 def test_drift_alert_accuracy_metrics_and_restart(platform, tmp_path):
     mon = platform.monitor
     _write_profile(platform, "churn")
@@ -174,18 +160,24 @@ def test_drift_alert_accuracy_metrics_and_restart(platform, tmp_path):
     # the same series reach Ray's own metrics export (what the dashboard's metrics view reads)
     node = next(n for n in ray.nodes() if n["Alive"])
     ray_url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
-    _wait(
+    wait_for(
         lambda: _series(
             httpx.get(ray_url, timeout=10).text, "ray_raymlp_predictions_total", model="churn"
         ),
-        timeout_s=60,
-        what="ray_raymlp_predictions_total in Ray's metrics export",
+        timeout=60,
+        interval=0.2,
+        message="ray_raymlp_predictions_total in Ray's metrics export",
     )
 
     # a crash: Ray restarts the actor, which rebuilds windows and alerts from storage
     handle = ray.get_actor("monitor", namespace="raymlp")
     ray.kill(handle, no_restart=False)
-    _wait(lambda: mon.stats()["replayed"]["predictions"] == 1200, what="monitor restart")
+    wait_for(  # the actor is still restarting while calls raise
+        lambda: mon.stats()["replayed"]["predictions"] == 1200,
+        timeout=60,
+        interval=0.2,
+        message="monitor restart",
+    )
     (after,) = mon.alerts("firing")
     assert (after["id"], after["fired_at"]) == (alert["id"], alert["fired_at"])
     assert mon.evaluate()["transitions"] == []  # still firing: nothing new to announce

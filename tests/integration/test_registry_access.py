@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import ray
 
-from raymlp.client import call
+from raymlp._private.rpc import call
 from raymlp.config import PlatformConfig
 from raymlp.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 

@@ -13,6 +13,7 @@ from raymlp._private import cluster as cluster_lib
 from raymlp.client import connect
 from raymlp.config import PlatformConfig
 from raymlp.errors import ConflictError
+from tests._wait import wait_for
 
 SIG = {"inputs": [{"name": "x", "dtype": "float64"}], "output": {"name": "y", "kind": "regression"}}
 
@@ -166,10 +167,12 @@ def test_registry_comes_back_on_another_node_with_full_state(ray_cluster, tmp_pa
             ray.kill(h)
         ray_cluster.remove_node(node, allow_graceful=False)
         removed = True
-        deadline = time.monotonic() + 60
-        while any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()):
-            assert time.monotonic() < deadline, "the removed node never went dead"
-            time.sleep(0.2)
+        wait_for(
+            lambda: not any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()),
+            timeout=60,
+            interval=0.2,
+            message="the removed node to go dead",
+        )
         assert reg.show("churn") == before  # retried until the actor is back
         info = ray.get(handle.info.remote())
         assert info["node_id"] == ray_cluster.head_node.node_id

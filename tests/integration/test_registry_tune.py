@@ -6,7 +6,7 @@ import pickle
 
 from ray import tune
 
-from raymlp.client._tune_callback import RegistryTuneCallback
+from raymlp.training.tune_callback import RegistryTuneCallback
 
 
 def test_tune_trials_become_runs_under_a_parent(platform, tmp_path):

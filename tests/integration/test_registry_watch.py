@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,6 +13,7 @@ import ray
 from raymlp.config import PlatformConfig
 from raymlp.errors import NotFoundError
 from raymlp.registry.webhooks import SIGNATURE_HEADER, verify_signature
+from tests._wait import wait_for
 
 # Set at import (collection), i.e. before the session cluster starts, so the registry actor's
 # worker process inherits it: that is where the webhook secret is read.
@@ -83,15 +83,6 @@ def _setup(platform, tmp_path, n=3):
         platform.registry.register("churn", art, signature=SIG)
 
 
-def _until(cond, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
-
-
 def test_alias_moves_reach_every_watcher_within_a_second(platform, tmp_path):
     _setup(platform, tmp_path)
     writer = platform.as_principal(principal="ci").registry
@@ -105,30 +96,39 @@ def test_alias_moves_reach_every_watcher_within_a_second(platform, tmp_path):
             w1.resolve("churn", "canary")
         for v in (1, 2, 3, 1, 2):
             writer.set_alias("churn", "canary", v)  # returns once the move is committed
-            t0 = time.monotonic()
-            assert _until(
+            wait_for(  # every watcher within a second
                 lambda v=v: (
                     w1._aliases.get("churn", {}).get("canary") == v
                     and w2._aliases.get("churn", {}).get("canary") == v
                 ),
-                1.0,
+                timeout=1.0,
+                interval=0.002,
+                message=f"both watchers to see canary -> {v}",
             )
-            assert time.monotonic() - t0 < 1.0
             assert (
                 w1.resolve("churn", "canary") == v == platform.registry.resolve("churn", "canary")
             )
-        assert _until(lambda: len(seen) == 5, 1.0)
+        wait_for(
+            lambda: len(seen) == 5, timeout=1.0, interval=0.002, message="5 alias_moved events"
+        )
         assert [e["payload"]["after"] for e in seen] == [1, 2, 3, 1, 2]
         assert all(e["kind"] == "alias_moved" for e in seen)
         writer.delete_alias("churn", "canary")
-        assert _until(lambda: "canary" not in w1.aliases("churn"), 1.0)
-        # resolution from memory: far below an actor round trip
+        wait_for(
+            lambda: "canary" not in w1.aliases("churn"),
+            timeout=1.0,
+            interval=0.002,
+            message="the canary alias deleted",
+        )
+        # resolution from memory (its cost per call is measured by bench/registry.py)
         writer.set_alias("churn", "champion", 1)
-        assert _until(lambda: w1.aliases("churn").get("champion") == 1, 1.0)
-        t0 = time.perf_counter()
-        for _ in range(10_000):
-            w1.resolve("churn", "champion")
-        assert (time.perf_counter() - t0) / 10_000 < 50e-6
+        wait_for(
+            lambda: w1.aliases("churn").get("champion") == 1,
+            timeout=1.0,
+            interval=0.002,
+            message="champion -> 1",
+        )
+        assert all(w1.resolve("churn", "champion") == 1 for _ in range(10_000))
     finally:
         sub.stop()
         gateway.close()
@@ -142,7 +142,12 @@ def test_a_watcher_that_missed_events_resyncs(platform, tmp_path):
     events: list[dict] = []
     sub = reg.subscribe(events.append)
     reg.set_alias("churn", "canary", 1)
-    assert _until(lambda: w._aliases.get("churn", {}).get("canary") == 1, 1.0)
+    wait_for(
+        lambda: w._aliases.get("churn", {}).get("canary") == 1,
+        timeout=1.0,
+        interval=0.002,
+        message="canary -> 1",
+    )
     w.stop(wait=True)
     sub.stop(wait=True)
     for i in range(15):  # more than event_buffer (10): the gap cannot be served from memory
@@ -150,12 +155,27 @@ def test_a_watcher_that_missed_events_resyncs(platform, tmp_path):
     assert w.resolve("churn", "canary") == 1  # stale while partitioned, but still answering
     w.start()
     sub.start()
-    assert _until(lambda: w.resyncs == 1 and w.resolve("churn", "canary") == 3, 2.0)
-    assert _until(lambda: any(e["kind"] == "resync" for e in events), 2.0)
+    wait_for(
+        lambda: w.resyncs == 1 and w.resolve("churn", "canary") == 3,
+        timeout=2.0,
+        interval=0.002,
+        message="one resync",
+    )
+    wait_for(
+        lambda: any(e["kind"] == "resync" for e in events),
+        timeout=2.0,
+        interval=0.002,
+        message="the resync event",
+    )
     resync = next(e for e in events if e["kind"] == "resync")
     assert resync["aliases"]["churn"]["canary"] == 3
     reg.set_alias("churn", "canary", 2)  # and live again after the resync
-    assert _until(lambda: w.resolve("churn", "canary") == 2, 1.0)
+    wait_for(
+        lambda: w.resolve("churn", "canary") == 2,
+        timeout=1.0,
+        interval=0.002,
+        message="canary -> 2 after the resync",
+    )
     sub.stop()
     reg.close()
 
@@ -170,7 +190,12 @@ def test_watcher_keeps_answering_through_an_actor_restart(platform, tmp_path):
     ray.kill(handle, no_restart=False)
     assert w.resolve("churn", "canary") == 1  # served from memory while the actor is down
     reg.set_alias("churn", "canary", 3)  # retried until the restarted actor takes it
-    assert _until(lambda: w.resolve("churn", "canary") == 3, 5.0)
+    wait_for(
+        lambda: w.resolve("churn", "canary") == 3,
+        timeout=5.0,
+        interval=0.002,
+        message="canary -> 3 through the restart",
+    )
     assert w.resyncs == 0  # the restarted actor replayed the log: the gap was served
     reg.close()
 
@@ -178,7 +203,9 @@ def test_watcher_keeps_answering_through_an_actor_restart(platform, tmp_path):
 def test_webhooks_are_signed_and_retried(platform, tmp_path, hook_server):
     _setup(platform, tmp_path, n=2)
     platform.registry.set_alias("churn", "canary", 2)
-    assert _until(lambda: len(_Hook.received) >= 2, 10.0)  # 503 first, then a retry
+    wait_for(
+        lambda: len(_Hook.received) >= 2, timeout=10.0, interval=0.002, message="a 503 then a retry"
+    )
     first, second = _Hook.received[0], _Hook.received[1]
     assert first[1] == second[1]
     headers, body = second

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import socket
 import ssl
 
 import httpx
@@ -14,14 +13,9 @@ import pytest
 import ray
 from ray import serve
 
+from raymlp.predictor.artifact import read_json
 from raymlp.serving.examples import example_features, make_artifact
-from raymlp.training.artifact import read_json
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests._net import free_port
 
 
 def _self_signed(tmp_path):
@@ -74,7 +68,7 @@ def test_https_when_tls_is_configured(no_serve, platform, tmp_path):
     art = make_artifact(tmp_path / "m", seed=1)
     v = platform.registry.register("churn", art, signature=read_json(art, "signature"))
     platform.registry.set_alias("churn", "live", v)
-    port = _free_port()
+    port = free_port()
     url = platform.serve.deploy(
         {
             "name": "tls",

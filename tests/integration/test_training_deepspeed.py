@@ -18,12 +18,12 @@ import torch
 
 from raymlp.config import TrainConfig
 from raymlp.errors import SchemaError, ValidationError
-from raymlp.training.artifact import Predictor
+from raymlp.predictor.artifact import Predictor
+from raymlp.predictor.factory import build_model
 from raymlp.training.data import LABEL_COL, prepare_data, read_table
 from raymlp.training.evaluation import evaluate
 from raymlp.training.fallback import train_fallback
 from raymlp.training.loop import STATE_FILE
-from raymlp.training.models import build_model
 from raymlp.training.synthetic import CHURN_FEATURES, churn_table
 from raymlp.training.trainer import find_best_checkpoint, make_trainer
 

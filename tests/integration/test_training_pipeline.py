@@ -14,7 +14,7 @@ from torch import nn
 
 from raymlp.config import load_train_config
 from raymlp.errors import NotFoundError
-from raymlp.training.artifact import load_predictor
+from raymlp.predictor.artifact import load_predictor
 from raymlp.training.pipeline import run_training_job
 from raymlp.training.synthetic import churn_feature_tables
 from raymlp.training.tuning import apply_overrides

@@ -11,8 +11,8 @@ import pytest
 from raymlp.errors import ValidationError
 from raymlp.inference.batch import OUTPUT_COLUMNS, BatchPredictor
 from raymlp.inference.model import feature_column, input_refs, labels_for, with_model_inputs
+from raymlp.predictor.artifact import load_predictor
 from raymlp.serving.examples import make_artifact, synthetic_table
-from raymlp.training.artifact import load_predictor
 
 REFS = {
     "tenure_months": "customer_profile:tenure_months",

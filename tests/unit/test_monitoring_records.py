@@ -21,6 +21,7 @@ from raymlp.monitoring.records import (
     table_to_predictions,
 )
 from raymlp.storage import Storage
+from tests._wait import wait_for
 
 
 def _rec(**kw):
@@ -161,9 +162,9 @@ def test_group_committer_shares_commits_and_propagates_errors():
 
     def commit(items):
         if not commits:  # the first leader holds its commit until the others queued up
-            deadline = time.monotonic() + 5
-            while len(gc._queue) < 5 and time.monotonic() < deadline:
-                time.sleep(0.001)
+            wait_for(
+                lambda: len(gc._queue) >= 5, timeout=5, interval=0.001, message="5 queued submits"
+            )
         commits.append(list(items))
 
     gc = GroupCommitter(commit)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from jobs import quickstart
-from raymlp.client import Platform
-from raymlp.client._serve import ServeClient
+from raymlp.client import Platform, ServeClient
 from raymlp.config import PlatformConfig, Principal, hash_api_key
 from raymlp.errors import ConfigError
 

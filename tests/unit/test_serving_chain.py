@@ -4,7 +4,6 @@ timeout and breaker; client errors end the chain without tripping a breaker."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -20,14 +19,6 @@ DEFAULT = DefaultResponse(prediction="no", probability=0.5)
 def ok(p: float, label: str = "yes"):
     async def call():
         return {"prediction": label, "probability": p}
-
-    return call
-
-
-def slow(seconds: float):
-    async def call():
-        await asyncio.sleep(seconds)
-        return {"prediction": "late", "probability": 0.0}
 
     return call
 
@@ -58,9 +49,16 @@ def test_primary_answers():
 
 
 def test_timeout_falls_back_to_the_fallback_model_within_its_budget():
-    t0 = time.perf_counter()
-    ans, board = run(steps(slow(5), ok(0.3), primary_timeout=0.1))
-    assert time.perf_counter() - t0 < 1.0
+    finished = []
+
+    async def slow_primary():
+        await asyncio.sleep(5)
+        finished.append(True)
+        return {"prediction": "late", "probability": 0.0}
+
+    ans, board = run(steps(slow_primary, ok(0.3), primary_timeout=0.1))
+    # the chain answered without waiting for the 5 s primary (its latency: bench/request_path.py)
+    assert finished == []
     assert ans.route == "fallback" and ans.model_version == "fb:1"
     assert ans.failures == [("primary", "timeout")]
     assert board.get("m:1").snapshot()["failures"] == 1

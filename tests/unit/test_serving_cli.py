@@ -71,7 +71,7 @@ def test_a_bad_serve_config_is_one_line_and_exit_1(tmp_path, capsys):
 def test_deploy_job_has_the_same_arguments():
     import argparse
 
-    from raymlp.cli._serve import add_deploy_arguments
+    from raymlp.cli._common import add_deploy_arguments
 
     ap = argparse.ArgumentParser()
     add_deploy_arguments(ap)

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from raymlp.errors import ValidationError
+from raymlp.predictor.artifact import load_predictor
 from raymlp.serving.examples import example_features, flaky_mlp, make_artifact, set_control
 from raymlp.serving.model_server import ServedModel, parse_model_id
-from raymlp.training.artifact import load_predictor
 
 
 def test_parse_model_id():

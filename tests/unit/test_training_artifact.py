@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from raymlp.errors import NotFoundError, ValidationError
-from raymlp.training.artifact import load_predictor, quantize_int8, read_json, save_artifact
+from raymlp.predictor.artifact import load_predictor, quantize_int8, read_json, save_artifact
+from raymlp.predictor.factory import build_model, resolve_factory
+from raymlp.predictor.preprocessing import PreprocessorFitter
 from raymlp.training.card import CardFacts, render_card
-from raymlp.training.models import build_model, count_params, resolve_factory
-from raymlp.training.preprocessing import PreprocessorFitter
+from raymlp.training.models import count_params
 from raymlp.training.profile import bin_index, build_profile
 from raymlp.training.synthetic import CHURN_FEATURES, churn_table
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from raymlp.cli._train import parse_overrides
+from raymlp.cli._common import parse_overrides
 from raymlp.config import TrainConfig, load_train_config
 from raymlp.errors import ConfigError
 from raymlp.training.ds_config import build_deepspeed_config, client_optimizer, resolve_bf16

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from raymlp.errors import SchemaError, ValidationError
-from raymlp.training.preprocessing import (
+from raymlp.predictor.preprocessing import (
     Preprocessor,
     PreprocessorFitter,
     category_key,

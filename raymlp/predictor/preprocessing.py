@@ -14,7 +14,7 @@ never has to fit in memory) and saved in the model artifact as ``preprocessor.js
 dicts or a pandas DataFrame — so the model sees identical numbers in training and serving::
 
     >>> import pyarrow as pa
-    >>> from raymlp.training.preprocessing import PreprocessorFitter
+    >>> from raymlp.predictor.preprocessing import PreprocessorFitter
     >>> t = pa.table({"tenure": [1, 2, 3], "plan": ["a", "b", "a"]})
     >>> fitter = PreprocessorFitter(["tenure", "plan"])
     >>> fitter.update(t)
@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raymlp._private.values import category_key
 from raymlp.errors import SchemaError, ValidationError
 
 __all__ = [
@@ -49,24 +50,6 @@ __all__ = [
 
 FORMAT = "raymlp.preprocessor/v1"
 UNKNOWN = "__unknown__"
-
-
-def category_key(value: Any) -> str | None:
-    """The canonical string of a categorical value (None for missing), identical whether the
-    value came from Arrow, JSON or Python: ``True`` → ``"true"``, ``2.0`` → ``"2"``."""
-    if value is None:
-        return None
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, float | np.floating):
-        if math.isnan(value):
-            return None
-        if float(value).is_integer():
-            return str(int(value))
-        return repr(float(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    return str(value)
 
 
 def _simple_dtype(t: pa.DataType, name: str = "") -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -55,10 +54,10 @@ def test_full_buffer_drops_counts_and_never_blocks():
     sink = Sink()
     sink.gate.clear()  # the monitor hangs
     log = PredictionLogger(send=sink, capacity=20, batch_size=5, flush_interval_s=0.01)
-    t0 = time.perf_counter()
     accepted = sum(log.log(rec(i)) for i in range(100))
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 0.5  # the request path never waits for the monitor
+    # the request path never waits for the monitor: every call returned while it still hangs
+    # (the cost of a call is measured by bench/request_path.py)
+    assert sink.batches == [] and not sink.gate.is_set()
     assert accepted <= 25 and log.stats()["dropped"] == 100 - accepted
     sink.gate.set()
     assert log.flush(5)

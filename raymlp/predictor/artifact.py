@@ -8,7 +8,8 @@ Layout (``"format": "raymlp.model/v1"``)::
     weights_int8.pt         optional INT8 dynamic-quantized state_dict (variant "int8")
     preprocessor.json       the fitted Preprocessor (same transform in training and serving)
     signature.json          {"inputs": [{"name", "dtype", ...}], "output": {"name", "kind", "labels"}}
-    reference_profile.json  train-feature distributions for drift detection (see profile.py)
+    reference_profile.json  train-feature distributions for drift detection
+                            (written by raymlp.training.profile)
     metrics.json            test-split metrics (and the int8 deltas)
     card.md                 the model card
 
@@ -40,8 +41,8 @@ import numpy as np
 import torch
 
 from raymlp.errors import NotFoundError, ValidationError
-from raymlp.training.models import build_model
-from raymlp.training.preprocessing import Preprocessor
+from raymlp.predictor.factory import build_model
+from raymlp.predictor.preprocessing import Preprocessor
 
 __all__ = [
     "FORMAT",

@@ -5,9 +5,7 @@ from real artifacts, the app deployed through ``p.serve``) and small HTTP helper
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,28 +16,13 @@ from ray import serve
 from raymlp._private import cluster as cluster_lib
 from raymlp.client import connect
 from raymlp.config import PlatformConfig, hash_api_key
+from raymlp.predictor.artifact import load_predictor, read_json
 from raymlp.serving.examples import example_features, make_artifact, set_control
-from raymlp.training.artifact import load_predictor, read_json
+from tests._net import free_port
+from tests._wait import wait_for
 
 KEYS = {"ops": "key-ops", "alice": "key-alice", "gina": "key-gina"}
 FLAKY = "raymlp.serving.examples:flaky_mlp"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(every)
 
 
 class Served:
@@ -80,7 +63,12 @@ class Served:
     def wait_primary(self, timeout: float = 60) -> None:
         """Until the stable version answers again (breaker closed, replica up)."""
         self.heal()
-        wait_for(lambda: self.predict().json().get("route") == "primary", timeout, every=0.3)
+        wait_for(
+            lambda: self.predict().json().get("route") == "primary",
+            timeout=timeout,
+            interval=0.3,
+            message="the primary route to answer again",
+        )
 
 
 def served_app(tmp: Path) -> Iterator[Served]:
@@ -192,7 +180,7 @@ def served_app(tmp: Path) -> Iterator[Served]:
         ],
     )
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     url = p.serve.deploy(
         {

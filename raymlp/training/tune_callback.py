@@ -3,7 +3,7 @@ child run per trial (its config as params, every reported result as metrics at i
 ``training_iteration``), ended FINISHED or FAILED with the trial::
 
     from ray import tune
-    from raymlp.client._tune_callback import RegistryTuneCallback
+    from raymlp.training.tune_callback import RegistryTuneCallback
 
     cb = RegistryTuneCallback(p, "churn-tuning", metric="val_auc", mode="max")
     tuner = tune.Tuner(train_fn, param_space={"lr": tune.grid_search([0.01, 0.1])},
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Any
+from typing import Any, cast
 
 from ray.tune import Callback
 
@@ -74,7 +74,7 @@ def _metrics(result: dict[str, Any]) -> dict[str, float]:
     for k, v in _flatten({k: v for k, v in result.items() if k not in _SKIP}).items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             try:
-                v = v.item()  # numpy scalars
+                v = cast(Any, v).item()  # numpy scalars
             except AttributeError:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -134,9 +134,10 @@ class RegistryTuneCallback(Callback):
     @property
     def registry(self) -> Any:
         if self._reg is None:
-            from raymlp.client import Platform, _resolve_principal
+            from raymlp._private.principals import resolve_principal
+            from raymlp.client import Platform
 
-            principal = self._principal or _resolve_principal(self._config, None, None)
+            principal = self._principal or resolve_principal(self._config, None, None)
             self._reg = Platform(self._config, principal).registry
         return self._reg
 

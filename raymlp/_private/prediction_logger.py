@@ -1,0 +1,275 @@
+"""The prediction log's client side: a bounded, non-blocking buffer of prediction and feedback
+records with a background flusher to the monitor actor.
+
+What the Serve gateway embeds (through the replica-side services of
+``raymlp.serving._platform``) and what ``p.monitor.logger()`` returns: ``log(record)`` appends to
+a bounded in-process buffer and returns at once (never blocks the request path, never raises on
+the request path); a background thread ships batches to the monitor. When the buffer is full the
+record is dropped and *counted* (``stats()["dropped"]``, reported to the monitor with the next
+batch as ``raymlp_prediction_log_dropped_total{source}``, and as a ``ray.util.metrics`` counter
+in the caller's process).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from raymlp._private.rpc import call
+from raymlp.errors import RayMLPError, UnavailableError, ValidationError
+from raymlp.monitoring.records import normalize_feedback, normalize_prediction
+
+__all__ = ["PredictionLogger", "Sender"]
+
+logger = logging.getLogger(__name__)
+
+#: ``fn(kind, records, dropped)``: how a batch is shipped (``kind``: predictions | feedback).
+Sender = Callable[[str, list[dict[str, Any]], int], Any]
+
+
+class PredictionLogger:
+    """A bounded, non-blocking buffer of prediction and feedback records with a background
+    flusher (what the gateway embeds).
+
+    Args:
+        target: an ``ActorClient`` on the monitor (or anything with ``.remote(method, ...)``);
+            ignored when ``send`` is given.
+        source: the name reported with the records (``gateway``...).
+        capacity: records buffered (predictions + feedback); beyond it new ones are dropped
+            and counted.
+        batch_size: records per call to the monitor.
+        flush_interval_s: longest a record waits before it is shipped.
+        send: ``fn(kind, records, dropped)`` instead of calling the actor (tests, adapters);
+            ``kind`` is ``predictions`` or ``feedback``.
+        call_timeout_s: how long one shipment may take before it is retried.
+    """
+
+    def __init__(
+        self,
+        target: Any = None,
+        *,
+        source: str = "sdk",
+        capacity: int = 10_000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.5,
+        send: Sender | None = None,
+        call_timeout_s: float = 30.0,
+        start: bool = True,
+    ) -> None:
+        if capacity < 1 or batch_size < 1 or flush_interval_s <= 0:
+            raise ValidationError(
+                "capacity and batch_size must be >= 1, flush_interval_s > 0",
+                field="capacity",
+                rule=">= 1",
+            )
+        self.source = source
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.call_timeout_s = call_timeout_s
+        self._target = target
+        self._send = send or self._send_to_actor
+        self._buf: dict[str, deque[dict[str, Any]]] = {"predictions": deque(), "feedback": deque()}
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._stopping = False
+        self._counts = {"logged": 0, "sent": 0, "dropped": 0, "rejected": 0, "failed_batches": 0}
+        self._unreported_dropped = 0
+        self.last_error: str | None = None
+        self._ray_dropped = self._ray_counter()
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    @staticmethod
+    def _ray_counter() -> Any:
+        try:
+            import ray
+            from ray.util.metrics import Counter
+
+            if not ray.is_initialized():
+                return None
+            return Counter(
+                "raymlp_prediction_log_dropped",  # Ray adds "_total"
+                description="Prediction-log records dropped on a full buffer",
+                tag_keys=("source",),
+            )
+        except Exception:  # noqa: BLE001 - metrics are best effort outside a Ray worker
+            return None
+
+    # -- request path --------------------------------------------------------------------------
+
+    def _put(self, kind: str, rec: dict[str, Any]) -> bool:
+        with self._cond:
+            if self._stopping:
+                self._drop(1)
+                return False
+            if len(self._buf["predictions"]) + len(self._buf["feedback"]) >= self.capacity:
+                self._drop(1)
+                return False
+            self._buf[kind].append(rec)
+            self._counts["logged"] += 1
+            if len(self._buf[kind]) >= self.batch_size:
+                self._cond.notify()
+        return True
+
+    def _drop(self, n: int) -> None:
+        self._counts["dropped"] += n
+        self._unreported_dropped += n
+        if self._ray_dropped is not None:
+            try:
+                self._ray_dropped.inc(n, tags={"source": self.source})
+            except Exception:  # noqa: BLE001
+                self._ray_dropped = None
+
+    def log(self, record: dict[str, Any]) -> bool:
+        """Queue one prediction record; False if it was rejected (invalid) or dropped (full).
+        Never blocks on the monitor and never raises."""
+        try:
+            rec = normalize_prediction(record)
+        except RayMLPError as e:
+            with self._cond:
+                self._counts["rejected"] += 1
+            logger.warning("prediction record rejected: %s", e)
+            return False
+        return self._put("predictions", rec)
+
+    def feedback(self, record: dict[str, Any]) -> bool:
+        """Queue one feedback record ``{"request_id", "label"}`` (same guarantees as log)."""
+        try:
+            rec = normalize_feedback(record)
+        except RayMLPError as e:
+            with self._cond:
+                self._counts["rejected"] += 1
+            logger.warning("feedback record rejected: %s", e)
+            return False
+        return self._put("feedback", rec)
+
+    # -- shipping ----------------------------------------------------------------------------------
+
+    def _send_to_actor(self, kind: str, records: list[dict[str, Any]], dropped: int) -> None:
+        import ray
+
+        name = getattr(self._target, "name", "monitor")
+        if kind == "predictions":
+            ref = self._target.remote("log_predictions", records, self.source, dropped)
+        else:
+            ref = self._target.remote("log_feedback", records)
+        try:
+            call(ref, timeout=self.call_timeout_s, actor=name)
+        except UnavailableError:
+            self._target._handle = None  # re-resolve after a restart
+            raise
+        except ray.exceptions.RayError as e:
+            raise UnavailableError(f"monitor call failed: {e}", actor=name) from e
+
+    def _take(self) -> tuple[str, list[dict[str, Any]], int] | None:
+        for kind in ("predictions", "feedback"):  # predictions first: labels join onto them
+            buf = self._buf[kind]
+            if buf:
+                batch = [buf.popleft() for _ in range(min(self.batch_size, len(buf)))]
+                dropped = self._unreported_dropped if kind == "predictions" else 0
+                self._unreported_dropped -= dropped
+                return kind, batch, dropped
+        if self._unreported_dropped:
+            dropped, self._unreported_dropped = self._unreported_dropped, 0
+            return "predictions", [], dropped
+        return None
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            with self._cond:
+                if not (
+                    self._buf["predictions"] or self._buf["feedback"] or self._unreported_dropped
+                ):
+                    if self._stopping:
+                        return
+                    self._cond.wait(self.flush_interval_s)
+                item = self._take()
+                if item is None:
+                    continue
+                self._inflight += 1
+            kind, batch, dropped = item
+            try:
+                self._send(kind, batch, dropped)
+                ok = True
+            except ValidationError as e:
+                # a bug upstream (records were validated here): drop, count, keep going
+                ok = True
+                logger.error("monitor rejected a %s batch of %d: %s", kind, len(batch), e)
+                with self._cond:
+                    self._counts["rejected"] += len(batch)
+            except Exception as e:  # noqa: BLE001 - the monitor is down or slow: retry
+                ok = False
+                self.last_error = str(e)
+            with self._cond:
+                self._inflight -= 1
+                if ok:
+                    self._counts["sent"] += len(batch)
+                    backoff = 0.05
+                else:
+                    self._counts["failed_batches"] += 1
+                    self._unreported_dropped += dropped
+                    room = (
+                        self.capacity - len(self._buf["predictions"]) - len(self._buf["feedback"])
+                    )
+                    keep = batch[: max(room, 0)]
+                    self._buf[kind].extendleft(reversed(keep))
+                    if len(keep) < len(batch):
+                        self._drop(len(batch) - len(keep))
+                self._cond.notify_all()
+                if not ok:
+                    if self._stopping:
+                        return
+                    self._cond.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+
+    def start(self) -> PredictionLogger:
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping = False
+            self._thread = threading.Thread(
+                target=self._run, name="raymlp-prediction-logger", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything queued so far was shipped; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self._cond.notify_all()
+            while (
+                self._buf["predictions"]
+                or self._buf["feedback"]
+                or self._inflight
+                or self._unreported_dropped
+            ):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Ship what is queued (up to ``timeout_s``), then stop the thread."""
+        ok = self.flush(timeout_s)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=max(timeout_s, 0.1))
+        return ok
+
+    def stats(self) -> dict[str, Any]:
+        """``logged``, ``sent``, ``dropped``, ``rejected``, ``failed_batches``, ``queued``."""
+        with self._cond:
+            return {
+                **self._counts,
+                "queued": len(self._buf["predictions"]) + len(self._buf["feedback"]),
+                "last_error": self.last_error,
+            }
