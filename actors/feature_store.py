@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent.futures import Future
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,9 @@ from raymlp.features.ingest import with_seq
 from raymlp.features.materialize import latest_in_file_groups
 from raymlp.features.online import STATUS_NAMES, OnlineTable
 from raymlp.features.validation import conform
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 SHARD_PREFIX = "feature_store_online_"
 _WRITE_ROLES = {"developer", "admin"}
@@ -355,7 +358,8 @@ class FeatureStoreActor(PlatformActor):
         if dt is None:
             return {"version": None}
         metrics = dt.optimize.compact()
-        dt = offline.open_table(self.storage, view)
+        # It existed before the compaction, so it still does.
+        dt = cast("DeltaTable", offline.open_table(self.storage, view))
         dt.create_checkpoint()
         return {"version": dt.version(), "metrics": metrics}
 

@@ -37,7 +37,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from raymlp._private.churn_example import (
     EXAMPLE_FEATURES,
@@ -180,7 +180,9 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
     pending = [r for r in p.registry.requests(MODEL) if r.get("version") == v1]
     req = pending[0] if pending else p.registry.request_promotion(
         MODEL, v1, alias="production", reason="demo: first model")
-    request_id = (req.get("id") or req.get("request_id")) if isinstance(req, dict) else req
+    # A request record always carries its id ("pr-N"); request_promotion returns it.
+    request_id = cast(
+        str, (req.get("id") or req.get("request_id")) if isinstance(req, dict) else req)
     bob.registry.approve(request_id, comment="looks good (demo)")
     prod = p.registry.get(MODEL, alias="production")
     _check(prod.version == v1, "production alias holds the approved version")

@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-def _rebuild(cls: type, message: str, context: dict[str, Any]) -> RayMLPError:
+def _rebuild(cls: type[RayMLPError], message: str, context: dict[str, Any]) -> RayMLPError:
     # Bypass __init__ so subclasses with required keyword arguments still unpickle.
     err = cls.__new__(cls)
     RayMLPError.__init__(err, message, **context)

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import ray
 
@@ -23,6 +23,9 @@ from raymlp import _constants
 from raymlp._private.rpc import published_config
 from raymlp.config import PlatformConfig
 from raymlp.errors import ConflictError, UnavailableError
+
+if TYPE_CHECKING:
+    from ray._private.worker import RayContext
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ def _use_local_auth_token() -> None:
 
 
 def _ensure_local_auth_token() -> None:
-    """Create this machine's Ray auth token before ``ray start --head`` in token mode.
+    """Create this machine's Ray auth token before a cluster starts in token mode.
 
     ``ray.init()`` generates a missing token for the clusters it starts, but ``ray start`` with
     ``RAY_AUTH_MODE=token`` refuses to start without one — so on a fresh machine (empty home
@@ -120,12 +123,14 @@ def init_ray(
     outlives this process, e.g. for ``raymlp up``), ``never`` raises UnavailableError.
     """
     if ray.is_initialized():
-        ctx = ray.get_runtime_context()
-        return ClusterInfo(ctx.gcs_address, _dashboard_url(None), started_here=False)
+        runtime = ray.get_runtime_context()
+        return ClusterInfo(runtime.gcs_address, _dashboard_url(None), started_here=False)
     address = address or _constants.ray_address() or cfg.ray.address
     ns = cfg.ray.namespace
-    common = dict(namespace=ns, logging_level=logging.WARNING, configure_logging=True,
-                  log_to_driver=cfg.ray.log_to_driver)
+    common: dict[str, Any] = dict(
+        namespace=ns, logging_level=logging.WARNING, configure_logging=True,
+        log_to_driver=cfg.ray.log_to_driver,
+    )
     if address == "local":
         if start == "persistent":
             return _start_persistent(cfg, common, fixed_ports=False)
@@ -143,7 +148,10 @@ def init_ray(
         return ClusterInfo(address, _dashboard_url(ctx), started_here=False)
     try:
         ctx = ray.init(address="auto", **common)
-        return ClusterInfo(ctx.address_info.get("gcs_address", "auto"), _dashboard_url(ctx), False)
+        # A RayContext, except when RAY_ADDRESS is ray://... (Ray then makes "auto" a client
+        # connection, a ClientContext without address_info): AttributeError, not handled.
+        gcs = ctx.address_info.get("gcs_address", "auto")  # type: ignore[attr-defined]
+        return ClusterInfo(gcs, _dashboard_url(ctx), False)
     except ConnectionError:
         pass
     if start == "never":
@@ -192,20 +200,28 @@ def _start_persistent(cfg: PlatformConfig, common: dict[str, Any], *, fixed_port
         )
     address = f"127.0.0.1:{gcs_port}"
     _use_local_auth_token()
-    ctx = ray.init(address=address, **common)
-    return ClusterInfo(ctx.address_info.get("gcs_address", address), _dashboard_url(ctx), True)
+    # A host:port address (not ray://): a driver connection, whose context is a RayContext;
+    # its address_info holds the connected GCS address (a str).
+    ctx = cast("RayContext", ray.init(address=address, **common))
+    gcs = cast(str, ctx.address_info.get("gcs_address", address))
+    return ClusterInfo(gcs, _dashboard_url(ctx), True)
 
 
 def _start_embedded(cfg: PlatformConfig, common: dict[str, Any]) -> ClusterInfo:
-    ctx = ray.init(
+    # ray.init() makes a missing token itself, but always at ~/.ray/auth_token: with
+    # RAY_AUTH_TOKEN_PATH set to a file not yet written it would then fail to read it back.
+    _ensure_local_auth_token()
+    # address="local": a new local cluster, whose context is a RayContext (see above).
+    ctx = cast("RayContext", ray.init(
         address="local",
         num_cpus=cfg.ray.num_cpus,
         include_dashboard=True,
         dashboard_host=cfg.ray.dashboard_host,
         dashboard_port=cfg.ray.dashboard_port,
         **common,
-    )
-    return ClusterInfo(ctx.address_info.get("gcs_address", "local"), _dashboard_url(ctx), True)
+    ))
+    gcs = cast(str, ctx.address_info.get("gcs_address", "local"))
+    return ClusterInfo(gcs, _dashboard_url(ctx), True)
 
 
 # -- published platform config --------------------------------------------------------------
@@ -272,7 +288,7 @@ def ensure_platform(
     payload = cfg.model_dump(mode="json")
     handles = []
     for spec in sorted(ACTOR_SPECS, key=lambda s: s.start_order):
-        actor_cls = ray.remote(spec.load_class())
+        actor_cls: Any = ray.remote(spec.load_class())  # an ActorClass of the loaded class
         opts = _settings(cfg, spec).actor
         for name in spec.names(cfg):
             options: dict[str, Any] = dict(
@@ -350,6 +366,7 @@ def _list_namespace_actors(namespace: str) -> list[dict[str, Any]]:
 def platform_status(cfg: PlatformConfig) -> list[dict[str, Any]]:
     """One row per expected platform actor: actor, node, state, restarts, pid."""
     by_name: dict[str, dict[str, Any]] = {}
+    row: dict[str, Any] | None
     for row in _list_namespace_actors(cfg.ray.namespace):
         # Keep the live incarnation of a name over dead ones from earlier `up`s.
         prev = by_name.get(row["name"])

@@ -16,7 +16,7 @@ from raymlp._private.rpc import ActorClient, call
 from raymlp.config import PlatformConfig, Principal
 from raymlp.errors import NotFoundError, PermissionDeniedError
 from raymlp.features import lookup
-from raymlp.features.definitions import FeatureRegistry
+from raymlp.features.definitions import FeatureRegistry, Kind
 from raymlp.features.lookup import OnlinePlan
 
 __all__ = ["OnlineLookup", "SHARD_NAME"]
@@ -91,7 +91,7 @@ class OnlineLookup:
         if "admin" in p.roles:
             return
         for v in views:
-            kind = "feature_view" if reg.has_view(v) else "on_demand_feature_view"
+            kind: Kind = "feature_view" if reg.has_view(v) else "on_demand_feature_view"
             tenant = reg.record(kind, v)["tenant"]
             if tenant != p.tenant:
                 raise PermissionDeniedError(

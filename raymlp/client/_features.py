@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +56,8 @@ from raymlp.features.materialize import submit_latest, window_filter
 from raymlp.features.ondemand import load_udf
 
 if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
     from raymlp.client import Platform
 
 __all__ = ["FeaturesClient"]
@@ -264,7 +266,8 @@ class FeaturesClient:
             txn_id=f"ingest-{uuid.uuid4().hex}",
         )
         if version < 0:  # nothing to write
-            return self.table_versions([view])[view]
+            # an applied view always has its table (apply creates it before the definition)
+            return cast(int, self.table_versions([view])[view])
         return version
 
     def push(self, view: str, rows: Any) -> int:
@@ -300,7 +303,8 @@ class FeaturesClient:
                 for a, t in refs
             ]
             versions = [r["version"] for r in results if r["version"] is not None]
-            return max(versions) if versions else self.table_versions([view])[view]
+            # an applied view always has its table (apply creates it before the definition)
+            return max(versions) if versions else cast(int, self.table_versions([view])[view])
         result = self._retry_unavailable(
             lambda: self._main.call("push", view, table, self._principal, reg.serial)
         )
@@ -333,7 +337,8 @@ class FeaturesClient:
             state = self._main.call("materialization_state", name)
             since = None if full else state["version"]
             version, files = offline.files_since(self._p.storage, name, since)
-            dt = offline.open_table(self._p.storage, name, version)
+            # the table exists at ``version``: files_since just read it there
+            dt = cast("DeltaTable", offline.open_table(self._p.storage, name, version))
             schema = pa.schema(dt.schema().to_arrow())
             keys = [k for k, _ in reg.key_columns(fv)]
             cols = [
@@ -430,7 +435,8 @@ class FeaturesClient:
         for view, feats in plan.views.items():
             fv = reg.view(view)
             version, files = offline.data_files(self._p.storage, view, pins.get(view))
-            dt = offline.open_table(self._p.storage, view, version)
+            # the table exists at ``version``: data_files just read it there (or raised)
+            dt = cast("DeltaTable", offline.open_table(self._p.storage, view, version))
             schema = pa.schema(dt.schema().to_arrow())
             for f in fv.features:  # a feature newer than the pinned version reads as null
                 if f.name in feats and f.name not in schema.names:

@@ -219,7 +219,8 @@ def kind_union(
     for kind in variants:
         _UNION_TAGS.add(f"{field}={kind}")
     members = tuple(Annotated[cls, Tag(f"{field}={kind}")] for kind, cls in variants.items())
-    union = Annotated[Union[members], Discriminator(tag_of)]  # noqa: UP007
+    # Built at runtime from the variants: a value (typed Any), not a static type alias.
+    union: Any = Annotated[Union[members], Discriminator(tag_of)]  # noqa: UP007
     base._kinds = dict(variants)
     base._kind_field = field
     base._default_kind = default

@@ -5,7 +5,8 @@ Each is the ``--config`` of one ``python -m jobs.<name>`` entrypoint.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -285,12 +286,16 @@ class AdapterSourceConfig(StreamSourceConfig):
         return self
 
 
-#: The ``source`` section's type: one model per kind.
-AnyStreamSource = kind_union(
-    StreamSourceConfig,
-    {"delta": DeltaSourceConfig, "adapter": AdapterSourceConfig},
-    default="delta",
-)
+#: The ``source`` section's type: one model per kind. Type checkers see the base class (the
+#: discriminated union is built at runtime); code narrows with ``isinstance``.
+if TYPE_CHECKING:
+    AnyStreamSource = StreamSourceConfig
+else:
+    AnyStreamSource = kind_union(
+        StreamSourceConfig,
+        {"delta": DeltaSourceConfig, "adapter": AdapterSourceConfig},
+        default="delta",
+    )
 
 
 class StreamScoringConfig(StrictModel):
@@ -361,7 +366,9 @@ class StreamPredictJobConfig(StrictModel):
     passthrough_columns: list[str] = Field(
         default_factory=list, description="Other event columns copied to the output."
     )
-    poll_interval: Duration = Field("1s", description="Wait between polls when idle.")
+    poll_interval: Duration = Field(
+        timedelta(seconds=1), description="Wait between polls when idle."
+    )
     max_retries: int = Field(
         3, ge=0, le=100, description="Retries of a failing micro-batch before the job fails."
     )

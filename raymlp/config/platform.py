@@ -287,13 +287,17 @@ class HTTPConfig(StrictModel):
 Role = Literal["viewer", "developer", "approver", "admin"]
 
 
+def _default_roles() -> list[Role]:
+    return ["viewer"]
+
+
 class Principal(StrictModel):
     """A person or service that acts on the platform."""
 
     name: str = Field(description="Unique principal name (shown in audit events).")
     tenant: str = Field("default", description="The tenant whose models and views it sees.")
     roles: list[Role] = Field(
-        default_factory=lambda: ["viewer"],
+        default_factory=_default_roles,
         description="Roles: viewer (read), developer (write), approver (approve), admin (all).",
     )
     api_key_sha256: str | None = Field(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -436,12 +436,19 @@ class DistilledFallbackSettings(FallbackSettings):
     )
 
 
-#: The ``fallback`` section's type: one model per kind.
-AnyFallbackSettings = kind_union(
-    FallbackSettings,
-    {"logistic_regression": LogisticFallbackSettings, "distilled_mlp": DistilledFallbackSettings},
-    default="logistic_regression",
-)
+#: The ``fallback`` section's type: one model per kind. Type checkers see the base class (the
+#: discriminated union is built at runtime); code narrows with ``isinstance`` or ``kind``.
+if TYPE_CHECKING:
+    AnyFallbackSettings = FallbackSettings
+else:
+    AnyFallbackSettings = kind_union(
+        FallbackSettings,
+        {
+            "logistic_regression": LogisticFallbackSettings,
+            "distilled_mlp": DistilledFallbackSettings,
+        },
+        default="logistic_regression",
+    )
 
 
 class QuantizeSettings(StrictModel):

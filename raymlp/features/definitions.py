@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from raymlp.config import Entity, FeatureField, FeatureRepo, FeatureView, OnDemandFeatureView
 from raymlp.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from raymlp.features.dtypes import output_column
@@ -44,7 +46,7 @@ REGISTRY_DIR = "features/_registry"
 
 Kind = Literal["entity", "feature_view", "on_demand_feature_view"]
 _KINDS: tuple[Kind, ...] = ("entity", "feature_view", "on_demand_feature_view")
-_MODELS = {
+_MODELS: dict[Kind, type[BaseModel]] = {
     "entity": Entity,
     "feature_view": FeatureView,
     "on_demand_feature_view": OnDemandFeatureView,

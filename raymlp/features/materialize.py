@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pds
@@ -112,6 +113,7 @@ def submit_latest(
 
     out = []
     for group in group_files(files):
-        refs = _task.options(num_returns=shards).remote(group)
+        # One ObjectRef, or a list of ``shards`` of them (Ray's stubs type only the first).
+        refs: Any = _task.options(num_returns=shards).remote(group)
         out.append([refs] if shards == 1 else list(refs))
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -124,7 +124,8 @@ def ensure_table(
             storage_options=opts,
             commit_properties=props,
         )
-        return open_table(storage, view.name).version()
+        # Just overwritten, so the table exists.
+        return cast(DeltaTable, open_table(storage, view.name)).version()
     parts = (TABLES_DIR, view.name)
     if dt is None:
         dt = delta.create_table(
@@ -229,7 +230,8 @@ def append(
             commit_properties=props,
         )
     )
-    return open_table(storage, view).version()
+    # Checked above and just appended to, so the table exists.
+    return cast(DeltaTable, open_table(storage, view)).version()
 
 
 def file_uris(storage: Storage, view: str, version: int | None = None) -> tuple[int, list[str]]:

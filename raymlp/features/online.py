@@ -50,7 +50,7 @@ class _Column:
 
     def __init__(self, dtype: str, capacity: int) -> None:
         self.dtype = dtype
-        self.values = np.zeros(capacity, dtype=_NUMERIC.get(dtype, object))
+        self.values: np.ndarray = np.zeros(capacity, dtype=_NUMERIC.get(dtype, object))
         self.valid = np.zeros(capacity, dtype=bool)
         self.no_nulls = True  # no null was ever stored: reads can skip the validity mask
 

@@ -249,7 +249,7 @@ def historical_features(
     all_keys: dict[str, str] = {}
     for v in plan.views:
         all_keys.update(dict(scans[v].keys))
-    request = [(f.name, f.dtype) for f in plan.request_fields]
+    request: list[tuple[str, str]] = [(f.name, f.dtype) for f in plan.request_fields]
     schema = entity_ds.schema()
     base = getattr(schema, "base_schema", schema)
     if isinstance(base, pa.Schema):
@@ -286,7 +286,8 @@ def historical_features(
     parts = max(1, min(parts, 1024))
 
     first_keys = [k for k, _ in rounds[0].scan.keys]
-    split_refs = [
+    # Each a list of parts + 1 ObjectRefs (num_returns > 1; Ray's stubs type a single ref).
+    split_refs: list[Any] = [
         _entity_split.options(num_returns=parts + 1).remote(
             r, casts, timestamp_field, first_keys, parts
         )
@@ -311,7 +312,8 @@ def historical_features(
             # view's are scanned, so peak memory is about one view, not all of them.
             ray.wait([c[0] for c in current], num_returns=parts, fetch_local=False)
         if rnd.resplit:
-            pieces = [
+            # One ObjectRef, or a list of ``parts`` of them (Ray's stubs type only the first).
+            pieces: list[Any] = [
                 _resplit.options(num_returns=parts).remote(ref, keys, parts)
                 for p in range(parts)
                 for ref in current[p]
@@ -321,7 +323,7 @@ def historical_features(
         window = (None if lo is None or sc.ttl_us <= 0 else lo - sc.ttl_us, hi)
         feature_refs = []
         for group in _file_groups(sc.files, cpus):
-            out = _scan_split.options(num_returns=parts).remote(
+            out: Any = _scan_split.options(num_returns=parts).remote(  # ref(s), as above
                 storage, group, sc.schema, sc.columns, sc.ts_field, window, keys, parts
             )
             feature_refs.append([out] if parts == 1 else list(out))

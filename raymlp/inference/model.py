@@ -27,7 +27,7 @@ __all__ = ["resolve_model", "feature_column", "input_refs", "with_model_inputs",
 
 
 def resolve_model(platform: Any, ref: PredictionModelRef) -> Any:
-    """The registered :class:`~raymlp.client._registry.ModelVersion` that ``ref`` names:
+    """The registered :class:`~raymlp.client.ModelVersion` that ``ref`` names:
     ``ref.version`` when set, else the holder of ``ref.alias`` (NotFoundError if none)."""
     if ref.version is not None:
         return platform.registry.get(ref.name, version=ref.version)

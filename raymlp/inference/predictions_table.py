@@ -19,7 +19,7 @@ feature tables.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -243,7 +243,8 @@ def append(
             app=app_id,
             batch=batch,
         ) from e
-    return open_table(storage, name).version()
+    # Just appended to, so the table exists.
+    return cast(DeltaTable, open_table(storage, name)).version()
 
 
 def history(storage: Storage, name: str, limit: int | None = 100) -> list[dict[str, Any]]:

@@ -87,7 +87,7 @@ def fairness_report(
     the "80% rule" flags < 0.8); ``accuracy_gap`` the spread of accuracy over slices with labels;
     ``tpr_gap`` (equal opportunity) the spread of true-positive rates.
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     for value, c in sorted(slices.items(), key=lambda kv: -kv[1].requests):
         if c.requests < min_requests and c.labelled == 0:
             continue

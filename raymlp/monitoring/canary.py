@@ -235,7 +235,7 @@ class CanaryTracker:
 
     def evaluate(self, now: float, stats: StatsFn) -> list[dict[str, Any]]:
         """Analyse every running canary; returns one action per decision (also holds)."""
-        actions = []
+        actions: list[dict[str, Any]] = []
         if not self.policy.enabled:
             return actions
         for run in list(self.runs.values()):

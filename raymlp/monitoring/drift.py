@@ -139,12 +139,12 @@ class FeatureCell:
                 self.numeric[n] = NumericCell(
                     c.counts.copy(), c.present, c.missing, c.out_of_range, c.below_sum, c.above_sum
                 )
-        for n, c in o.categorical.items():
+        for n, cc in o.categorical.items():
             if n in self.categorical:
-                self.categorical[n].merge(c)
+                self.categorical[n].merge(cc)
             else:
                 self.categorical[n] = CategoricalCell(
-                    c.counts.copy(), c.present, c.missing, c.unseen, dict(c.new_categories)
+                    cc.counts.copy(), cc.present, cc.missing, cc.unseen, dict(cc.new_categories)
                 )
         if o.prediction is not None:
             if self.prediction is None:
@@ -209,10 +209,10 @@ def observe(
         cell._violate(name, "missing_feature", int(absent.sum()))
         cell._violate(name, "type", int(bad_type.sum()))
         row_bad |= absent | bad_type
-    for name, ref in profile.categorical.items():
-        c = cell.categorical[name]
+    for name, cref in profile.categorical.items():
+        cc = cell.categorical[name]
         idx = np.empty(n, np.int64)
-        other = len(ref.categories)
+        other = len(cref.categories)
         absent_n = 0
         for i, f in enumerate(feats):
             v = f.get(name, _ABSENT)
@@ -224,19 +224,19 @@ def observe(
             if key is None:
                 idx[i] = -1
                 continue
-            j = ref.index.get(key)
+            j = cref.index.get(key)
             if j is None:
                 idx[i] = other
-                if ref.complete:
-                    c.unseen += 1
-                    if key in c.new_categories or len(c.new_categories) < MAX_NEW_CATEGORIES:
-                        c.new_categories[key] = c.new_categories.get(key, 0) + 1
+                if cref.complete:
+                    cc.unseen += 1
+                    if key in cc.new_categories or len(cc.new_categories) < MAX_NEW_CATEGORIES:
+                        cc.new_categories[key] = cc.new_categories.get(key, 0) + 1
             else:
                 idx[i] = j
         ok = idx >= 0
-        c.missing += int(n - ok.sum())
-        c.present += int(ok.sum())
-        c.counts += np.bincount(idx[ok], minlength=c.counts.size)
+        cc.missing += int(n - ok.sum())
+        cc.present += int(ok.sum())
+        cc.counts += np.bincount(idx[ok], minlength=cc.counts.size)
         cell._violate(name, "missing_feature", absent_n)
     known = profile.numeric.keys() | profile.categorical.keys()
     for i, f in enumerate(feats):
@@ -262,7 +262,7 @@ def observe_rejected(cell: FeatureCell, codes: Sequence[str | None]) -> None:
         cell.records += len(bad)
         cell.violation_records += len(bad)
         for c in bad:
-            cell._violate("*", c, 1)  # type: ignore[arg-type]
+            cell._violate("*", c, 1)
 
 
 def _numeric_stats(
@@ -355,9 +355,9 @@ def feature_drift(
                 **_numeric_stats(ref, c, settings, reference_rows or ref.count or None),
             }
         )
-    for name, ref in profile.categorical.items():
-        c = cell.categorical.get(name) or CategoricalCell.empty(ref)
-        rows.append({"feature": name, **_categorical_stats(ref, c, settings)})
+    for name, cref in profile.categorical.items():
+        cc = cell.categorical.get(name) or CategoricalCell.empty(cref)
+        rows.append({"feature": name, **_categorical_stats(cref, cc, settings)})
     for row in rows:
         row["violations"] = sum(v for (f, _), v in cell.violations.items() if f == row["feature"])
     return sorted(rows, key=lambda r: r["feature"])

@@ -19,7 +19,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import numpy as np
 
@@ -143,7 +144,7 @@ class TrafficState:
         ):
             e = prof.numeric[attr].psi_edges
             if e.size >= 2:
-                i = int(min(np.searchsorted(e[1:-1], v, side="right"), e.size - 2))
+                i = min(int(np.searchsorted(e[1:-1], v, side="right")), e.size - 2)
                 return f"[{e[i]:g}, {e[i + 1]:g}{']' if i == e.size - 2 else ')'}"
         return category_key(v) or _MISSING_SLICE
 
@@ -156,8 +157,8 @@ class TrafficState:
             b = self.perf_store.index(r["ts"])
             if not self.perf_store.accepts(b, now):
                 continue
-            version = "" if r["version"] is None else str(r["version"])
-            key = (r["model"], version, r["route"], r["tenant"])
+            version_label = "" if r["version"] is None else str(r["version"])
+            key = (r["model"], version_label, r["route"], r["tenant"])
             perf_groups.setdefault((b, key), []).append(r)
             if r["version"] is not None:
                 feat_groups.setdefault((b, r["model"], r["version"]), []).append(r)
@@ -197,7 +198,7 @@ class TrafficState:
             observe_rejected(batch, [x["error_code"] for x in rs if x["status"] == "error"])
             if batch.records == 0:
                 continue
-            self.feature_store.cell(b, (model, version), lambda p=prof: FeatureCell.empty(p)).merge(
+            self.feature_store.cell(b, (model, version), partial(FeatureCell.empty, prof)).merge(
                 batch
             )
             for (feat, kind), k in batch.violations.items():
@@ -288,8 +289,8 @@ class TrafficState:
 
     def dropped(self, start: float | None, end: float | None) -> dict[str, int]:
         return {
-            k: c.count
-            for k, c in self.dropped_store.merge(start, end, CountCell).items()  # type: ignore[attr-defined]
+            cast(str, k): c.count  # keyed by source
+            for k, c in self.dropped_store.merge(start, end, CountCell).items()
         }
 
     @property
@@ -344,7 +345,7 @@ class TrafficState:
         """Per bucket, the model's (or one version's / route's) merged performance."""
 
         def fn(key: Hashable) -> Hashable | None:
-            m, v, r, _ = key  # type: ignore[misc]
+            m, v, r, _ = cast("tuple[str, str, str, str]", key)
             if (
                 m != model
                 or (version is not None and v != version)
@@ -405,14 +406,18 @@ class TrafficState:
     def fairness(
         self, model: str, start: float | None, end: float | None
     ) -> dict[str, FairnessCell]:
-        merged = self.fairness_store.merge(
-            start, end, FairnessCell, lambda k: k[1] if k[0] == model else None
-        )
+        def by_slice(key: Hashable) -> Hashable | None:
+            k = cast("tuple[str, str]", key)  # (model, slice)
+            return k[1] if k[0] == model else None
+
+        merged = self.fairness_store.merge(start, end, FairnessCell, by_slice)
         return merged  # type: ignore[return-value]
 
     def models(self) -> list[str]:
         """Models with traffic inside the retention."""
-        return sorted({k[0] for _, k, _ in self.perf_store.items(None, None)})
+        return sorted(
+            {cast("tuple[str, ...]", k)[0] for _, k, _ in self.perf_store.items(None, None)}
+        )
 
     def prune(self, now: float) -> None:
         for s in (

@@ -207,7 +207,7 @@ class MonitorMetrics:
             k = (rec["model"], v, rec["route"], rec["tenant"])
             counts[k] = counts.get(k, 0) + 1
             if rec["status"] == "error":
-                ek = (*k, rec["error_code"] or "error")
+                ek: tuple[str, ...] = (*k, rec["error_code"] or "error")
                 errors[ek] = errors.get(ek, 0) + 1
             if rec["latency_ms"] is not None:
                 self.latency.labels(rec["model"], v, rec["route"]).observe(

@@ -140,6 +140,8 @@ class NumericReference:
             fr = np.full(edges.size - 1, 1.0 / (edges.size - 1))
         lo = d.get("min")
         hi = d.get("max")
+        mean = d.get("mean")
+        std = d.get("std")
         return cls(
             name=name,
             percentiles=pct,
@@ -147,8 +149,8 @@ class NumericReference:
             psi_fractions=fr,
             min=float(pct[0] if lo is None else lo),
             max=float(pct[-1] if hi is None else hi),
-            mean=float(d.get("mean") if d.get("mean") is not None else np.mean(pct)),
-            std=float(d.get("std") if d.get("std") is not None else 0.0),
+            mean=float(mean if mean is not None else np.mean(pct)),
+            std=float(std if std is not None else 0.0),
             missing_rate=float(d.get("missing_rate") or 0.0),
             count=int(d.get("count") or 0),
         )

@@ -165,13 +165,13 @@ class Signals:
                         out.append(Sample(metric, labels(key), v, c.latency_count))
             return out
         if metric in ("accuracy", "auc", "feedback_count"):
-            for key, c in sorted(self.state.accuracy(start, now, by=by).items()):
+            for key, ac in sorted(self.state.accuracy(start, now, by=by).items()):
                 if metric == "feedback_count":
-                    out.append(Sample(metric, labels(key), float(c.labelled), c.labelled))
-                elif metric == "accuracy" and c.accuracy is not None:
-                    out.append(Sample(metric, labels(key), c.accuracy, c.scored))
-                elif metric == "auc" and c.auc is not None:
-                    out.append(Sample(metric, labels(key), c.auc, c.labelled))
+                    out.append(Sample(metric, labels(key), float(ac.labelled), ac.labelled))
+                elif metric == "accuracy" and ac.accuracy is not None:
+                    out.append(Sample(metric, labels(key), ac.accuracy, ac.scored))
+                elif metric == "auc" and ac.auc is not None:
+                    out.append(Sample(metric, labels(key), ac.auc, ac.labelled))
             return out
         if metric == "feature_freshness_seconds":
             ages = self._freshness() if self._freshness is not None else {}

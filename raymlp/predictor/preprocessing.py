@@ -151,7 +151,8 @@ class Preprocessor:
         self.aliases = dict(aliases or {})
         self.output_names = [n for c in self.columns for n in c.output_names()]
         self.output_dim = len(self.output_names)
-        self._index = {
+        # Keyed by category_key(), whose None (missing) is never a key: get() gives -1.
+        self._index: dict[str, dict[str | None, int]] = {
             c.name: {cat: i for i, cat in enumerate(c.categories)}
             for c in self.columns
             if c.kind != "numeric"

@@ -59,21 +59,10 @@ class ReplicaMonitor:
     def __init__(self, actor: ActorClient) -> None:
         self._actor = actor
 
-    def logger(
-        self,
-        *,
-        source: str = "gateway",
-        capacity: int = 10_000,
-        batch_size: int = 500,
-        flush_interval_s: float = 0.5,
-    ) -> PredictionLogger:
-        """A started :class:`PredictionLogger` that ships to the monitor actor."""
+    def logger(self, *, capacity: int, flush_interval_s: float) -> PredictionLogger:
+        """A started :class:`PredictionLogger` (source ``gateway``) shipping to the monitor."""
         return PredictionLogger(
-            self._actor,
-            source=source,
-            capacity=capacity,
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
+            self._actor, source="gateway", capacity=capacity, flush_interval_s=flush_interval_s
         )
 
 

@@ -13,7 +13,7 @@ with plain ``serve deploy serve.yaml`` too (through :func:`app_builder`)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ray import serve
 
@@ -28,6 +28,9 @@ from raymlp.config import (
 )
 from raymlp.serving.gateway import Gateway
 from raymlp.serving.model_server import ModelServer
+
+if TYPE_CHECKING:
+    from ray.serve import Deployment
 
 __all__ = [
     "build_app",
@@ -96,17 +99,23 @@ def build_app(cfg: ServeAppConfig, platform_config: PlatformConfig | None = None
     # the replicas in place instead of replacing them (init args would differ otherwise).
     data = cfg.model_dump(mode="json", exclude=_BATCHING)
     pdata = platform_config.model_dump(mode="json") if platform_config is not None else None
-    server = serve.deployment(ModelServer, name=MODEL_SERVER)
+    # serve.deployment(cls, ...) returns a Deployment; its annotation only covers the decorator
+    # form, and mypy keeps a decorated class (Gateway) as the class: hence the casts.
+    server = cast("Deployment", serve.deployment(ModelServer, name=MODEL_SERVER))
     primary = server.options(**_server_options(cfg.model_server)).bind(data, "primary", pdata)
     fallback = None
     if cfg.fallback_server.enabled:
-        fb = serve.deployment(ModelServer, name=FALLBACK_SERVER)
+        fb = cast("Deployment", serve.deployment(ModelServer, name=FALLBACK_SERVER))
         fallback = fb.options(**_server_options(cfg.fallback_server)).bind(data, "fallback", pdata)
     g = cfg.gateway
     gw_opts = deployment_options(
         g, g.max_ongoing_requests or _GATEWAY_MAX_ONGOING, float(min(g.max_inflight, 64))
     )
-    return Gateway.options(name=GATEWAY, **gw_opts).bind(data, primary, fallback, pdata)
+    return (
+        cast("Deployment", Gateway)
+        .options(name=GATEWAY, **gw_opts)
+        .bind(data, primary, fallback, pdata)
+    )
 
 
 def app_builder(args: dict) -> Any:

@@ -118,8 +118,10 @@ def url_for(platform_config: PlatformConfig, cfg: ServeAppConfig) -> str:
     try:  # the proxy's actual options (Serve may have been started before us)
         from ray.serve.context import _get_global_client
 
-        actual = _get_global_client().http_config
-        host, port = actual.host or host, actual.port or port
+        client = _get_global_client()
+        if client is not None:  # no client: keep the configured endpoint
+            actual = client.http_config
+            host, port = actual.host or host, actual.port or port
     except Exception:  # noqa: BLE001 - fall back to the configured endpoint
         pass
     if host in ("0.0.0.0", "::"):

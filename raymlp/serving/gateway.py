@@ -77,7 +77,7 @@ logger = logging.getLogger(__name__)
 class Gateway:
     """The ingress (see the module docstring). Built by :func:`raymlp.serving.app.build_app`."""
 
-    async def __init__(
+    async def __init__(  # type: ignore[misc]  # Ray Serve awaits an async deployment constructor
         self,
         app_config: dict[str, Any],
         model_server: Any,
@@ -180,8 +180,9 @@ class Gateway:
             if ids:
                 keys = mcfg.entity_keys or sorted(ids)
                 routing_key = "|".join(str(ids.get(k)) for k in keys)
+        vinfo: VersionInfo | None
         if pinned is not None:
-            vinfo: VersionInfo | None = await self.table.version(route.name, pinned)
+            vinfo = await self.table.version(route.name, pinned)
             label = "primary"
             if not self.table.is_warm("primary", vinfo):
                 await self.table.ensure_warm("primary", vinfo)  # a pinned cold version

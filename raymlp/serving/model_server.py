@@ -102,7 +102,7 @@ class ServedModel:
         try:
             queue = batched.set_max_batch_size.__self__._queue if batched is not None else None
             task = getattr(queue, "_handle_batch_task", None)
-            if task is not None:
+            if queue is not None and task is not None:  # task is None whenever queue is
                 queue._loop.call_soon_threadsafe(task.cancel)
         except Exception:  # noqa: BLE001 - cleanup must never raise
             pass

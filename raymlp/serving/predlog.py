@@ -28,14 +28,9 @@ logger = logging.getLogger(__name__)
 
 
 def _monitor_logger(services: Any, settings: ServePredictionLog) -> Any:
-    """The monitor's PredictionLogger for this gateway, or None (no monitor installed)."""
+    """The monitor's PredictionLogger for this gateway, or None when it cannot start."""
     try:
-        monitor = services.monitor
-    except ImportError:
-        return None  # this installation has no monitor: keep records locally
-    try:
-        return monitor.logger(
-            source="gateway",
+        return services.monitor.logger(
             capacity=settings.max_buffer,
             flush_interval_s=settings.flush_interval_s,
         )

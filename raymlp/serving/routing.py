@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +54,9 @@ class VersionInfo:
     @classmethod
     def from_model_version(cls, mv: Any) -> VersionInfo:
         """From the registry client's ``ModelVersion`` (or its dict)."""
-        get = mv.get if isinstance(mv, dict) else (lambda k, d=None: getattr(mv, k, d))
+        get: Callable[..., Any] = (
+            mv.get if isinstance(mv, dict) else (lambda k, d=None: getattr(mv, k, d))
+        )
         sig = get("signature")
         lineage = get("lineage") or {}
         return cls(
