@@ -21,12 +21,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raymlp._private.git import detect_git_commit
 from raymlp._private.model_version import ModelVersion
+from raymlp._private.registry_reader import RegistryReader
 from raymlp._private.registry_watcher import RegistryWatcher
 from raymlp._private.rpc import RegistryRPC
 from raymlp.errors import ValidationError
@@ -47,15 +48,15 @@ __all__ = [
 ]
 
 
-class RegistryClient:
+class RegistryClient(RegistryReader):
     """The registry namespace of a :class:`~raymlp.client.Platform` (``p.registry``)."""
 
     #: How long calls keep retrying while the registry actor restarts.
     retry_s: float = 60.0
 
     def __init__(self, platform: Platform) -> None:
+        super().__init__(RegistryRPC(platform.actor("registry"), platform.principal, self.retry_s))
         self._p = platform
-        self._rpc = RegistryRPC(platform.actor("registry"), platform.principal, self.retry_s)
         self._watcher: RegistryWatcher | None = None
         self._watcher_lock = threading.Lock()
 
@@ -260,12 +261,6 @@ class RegistryClient:
         finally:
             artifacts.discard(storage, staged)  # moved on success; dropped on failure
 
-    def get(self, name: str, version: int | None = None, alias: str | None = None) -> ModelVersion:
-        """A version by number, by alias, or (neither) the latest."""
-        return ModelVersion.from_dict(
-            self._query("get_version", name=name, version=version, alias=alias)
-        )
-
     def list_models(self) -> list[dict[str, Any]]:
         return self._query("list_models")
 
@@ -353,11 +348,6 @@ class RegistryClient:
         stream: audited, replayed, delivered to subscribers and webhooks."""
         return self._command("record_event", kind=kind, model=model, payload=payload)
 
-    def get_traffic(self, name: str) -> dict[str, Any]:
-        """The serving traffic state of ``name``: ``canary_version``, ``canary_weight``,
-        ``shadow_version``, ``standby_version``, ``steps``, ``updated_at/by``, ``reason``."""
-        return self._query("get_traffic", name=name)
-
     def requires_approval(self, name: str, alias: str = "production") -> bool:
         return self._call("requires_approval", self.principal, name, alias)
 
@@ -407,15 +397,6 @@ class RegistryClient:
         return self._call(
             "wait_for_events", self.principal, after_seq, timeout_s, kinds, _timeout=timeout_s + 30
         )
-
-    def subscribe(
-        self, callback: Callable[[dict[str, Any]], Any], kinds: list[str] | None = None
-    ) -> RegistryWatcher:
-        """Call ``callback(event)`` in a background thread for every new event (of ``kinds``);
-        after a resync it gets ``{"kind": "resync", "aliases": {...}}``. ``.stop()`` ends it."""
-        w = RegistryWatcher(self._rpc, kinds=kinds, listener=callback)
-        w.start()
-        return w
 
     def watcher(self) -> RegistryWatcher:
         """The shared alias cache of this client (started on first use)."""

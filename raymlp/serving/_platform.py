@@ -6,51 +6,22 @@ replicas use — built from the actor-access helpers of ``raymlp._private``, not
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
-from raymlp._private.model_version import ModelVersion
 from raymlp._private.online_lookup import OnlineLookup
 from raymlp._private.prediction_logger import PredictionLogger
 from raymlp._private.principals import service_principal
-from raymlp._private.registry_watcher import RegistryWatcher
+from raymlp._private.registry_reader import RegistryReader
 from raymlp._private.rpc import ActorClient, RegistryRPC, published_config
 from raymlp.config import PlatformConfig, Principal
 from raymlp.errors import UnavailableError
 
 __all__ = [
-    "service_principal",
     "service_platform",
     "ReplicaServices",
-    "ReplicaRegistry",
     "ReplicaMonitor",
 ]
-
-
-class ReplicaRegistry:
-    """The registry reads a replica needs: versions, traffic state, event subscriptions."""
-
-    def __init__(self, rpc: RegistryRPC) -> None:
-        self._rpc = rpc
-
-    def get(self, name: str, version: int | None = None, alias: str | None = None) -> ModelVersion:
-        """A version by number, by alias, or (neither) the latest."""
-        return ModelVersion.from_dict(
-            self._rpc.query("get_version", name=name, version=version, alias=alias)
-        )
-
-    def get_traffic(self, name: str) -> dict[str, Any]:
-        """The serving traffic state of ``name`` (canary, shadow, standby, steps)."""
-        return self._rpc.query("get_traffic", name=name)
-
-    def subscribe(
-        self, callback: Callable[[dict[str, Any]], Any], kinds: list[str] | None = None
-    ) -> RegistryWatcher:
-        """Call ``callback(event)`` in a background thread for every new event (of ``kinds``)."""
-        w = RegistryWatcher(self._rpc, kinds=kinds, listener=callback)
-        w.start()
-        return w
 
 
 class ReplicaMonitor:
@@ -80,8 +51,8 @@ class ReplicaServices:
         return ActorClient(name, self.config.ray.namespace)
 
     @cached_property
-    def registry(self) -> ReplicaRegistry:
-        return ReplicaRegistry(RegistryRPC(self.actor("registry"), self.principal))
+    def registry(self) -> RegistryReader:
+        return RegistryReader(RegistryRPC(self.actor("registry"), self.principal))
 
     @cached_property
     def features(self) -> OnlineLookup:
