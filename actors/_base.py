@@ -32,6 +32,11 @@ class PlatformActor:
     def ping(self) -> str:
         return "pong"
 
+    def platform_config(self) -> dict[str, Any]:
+        """The config this actor was started with (by `raymlp up`; API keys only as hashes):
+        what Serve replicas trust, rather than the cluster KV any driver can rewrite."""
+        return self.config.model_dump(mode="json")
+
     def info(self) -> dict[str, Any]:
         """Where this actor runs, for ``raymlp status``."""
         ctx = ray.get_runtime_context()

@@ -13,17 +13,19 @@ class named ``feature_store_online_{i}`` (each holds the entities whose key hash
 
 from __future__ import annotations
 
+import json
 import pickle
 import threading
 import time
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
 
 from actors._base import PlatformActor
+from raymlp._private.credentials import Authenticator
 from raymlp.config import FeatureRepo, Principal
 from raymlp.errors import NotFoundError, PermissionDeniedError, ValidationError
 from raymlp.features import offline
@@ -33,6 +35,7 @@ from raymlp.features.hashing import hash_keys
 from raymlp.features.ingest import with_seq
 from raymlp.features.materialize import latest_in_file_groups
 from raymlp.features.online import STATUS_NAMES, OnlineTable
+from raymlp.features.tokenize import Tokenizer
 from raymlp.features.validation import conform
 
 if TYPE_CHECKING:
@@ -40,12 +43,6 @@ if TYPE_CHECKING:
 
 SHARD_PREFIX = "feature_store_online_"
 _WRITE_ROLES = {"developer", "admin"}
-
-
-def _principal(data: dict[str, Any] | None) -> Principal:
-    if data is None:
-        return Principal(name="local-admin", tenant="default", roles=["admin"])
-    return Principal.model_validate(data)
 
 
 class _GroupCommit:
@@ -85,6 +82,8 @@ class FeatureStoreActor(PlatformActor):
 
     def __init__(self, platform_config: dict[str, Any], instance_name: str | None = None) -> None:
         super().__init__(platform_config, instance_name or "feature_store")
+        # Every RPC verifies its caller's credential here (never a claimed name or role).
+        self._auth = Authenticator.from_config(self.config)
         self.num_shards = self.config.feature_store.online_shards
         self.shard: int | None = None
         if self.instance_name.startswith(SHARD_PREFIX):
@@ -97,6 +96,9 @@ class FeatureStoreActor(PlatformActor):
         self._online: dict[str, OnlineTable] = {}
         self._groups: dict[str, _GroupCommit] = {}
         self._materialized: dict[str, int] = {}
+        # Loaded on first use: a store without sensitive data never creates a key file.
+        self._tokenizer_obj: Tokenizer | None = None
+        self._key_tokens: dict[str, list[int]] = {}  # view -> positions of sensitive keys
         self._rebuilt_at = time.time()
         if self.serves_online:
             for name in self._registry.names("feature_view"):
@@ -106,8 +108,12 @@ class FeatureStoreActor(PlatformActor):
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _require_write(self, principal: dict[str, Any] | None, action: str) -> Principal:
-        p = _principal(principal)
+    def _who(self, credential: dict[str, Any] | None) -> Principal:
+        """The verified caller (AuthenticationError when the credential proves nothing)."""
+        return self._auth.authenticate(credential)
+
+    def _require_write(self, credential: dict[str, Any] | None, action: str) -> Principal:
+        p = self._who(credential)
         if not _WRITE_ROLES & set(p.roles):
             raise PermissionDeniedError(
                 f"principal {p.name!r} may not {action} (rule: role developer or admin)",
@@ -117,8 +123,7 @@ class FeatureStoreActor(PlatformActor):
             )
         return p
 
-    def _check_tenant(self, view: str, principal: dict[str, Any] | None) -> None:
-        p = _principal(principal)
+    def _check_tenant(self, view: str, p: Principal) -> None:
         if "admin" in p.roles:
             return
         for kind in ("feature_view", "on_demand_feature_view"):
@@ -126,11 +131,61 @@ class FeatureStoreActor(PlatformActor):
                 tenant = self._registry.record(kind, view)["tenant"]
                 if tenant != p.tenant:
                     raise PermissionDeniedError(
-                        f"view {view!r} belongs to tenant {tenant!r}, not {p.tenant!r}",
+                        f"view {view!r} belongs to tenant {tenant!r}, not {p.tenant!r} "
+                        "(rule: a tenant's views are used only by that tenant or an admin)",
                         principal=p.name,
                         action="read",
                         view=view,
+                        owner_tenant=tenant,
+                        rule="tenant-owned",
                     )
+
+    def _sees(self, view: str, p: Principal) -> bool:
+        try:
+            self._check_tenant(view, p)
+        except PermissionDeniedError:
+            return False
+        return True
+
+    def _tokenizer(self) -> Tokenizer:
+        if self._tokenizer_obj is None:
+            self._tokenizer_obj = Tokenizer.from_config(self.config)
+        return self._tokenizer_obj
+
+    def _tokenize(self, view: str, table: pa.Table) -> pa.Table:
+        """Sensitive columns of ``table`` as tokens (tokens already there stay as they are)."""
+        cols = self._registry.sensitive_columns(view)
+        return self._tokenizer().tokenize_table(table, cols) if cols else table
+
+    def _sensitive_positions(self, view: str) -> list[int]:
+        """Positions, among the view's join keys, of the keys stored as tokens."""
+        pos = self._key_tokens.get(view)
+        if pos is None:
+            keys = [k for k, _ in self._registry.key_columns(view)]
+            sens = set(self._registry.sensitive_keys(view))
+            pos = self._key_tokens[view] = [i for i, k in enumerate(keys) if k in sens]
+        return pos
+
+    def _lookup_keys(self, view: str, keys: list[Any]) -> list[Any]:
+        """Key values as stored: raw values of sensitive keys become their tokens, so a caller
+        may look up by the raw value (the SDK and the gateway send tokens already)."""
+        pos = self._sensitive_positions(view)
+        if not pos:
+            return keys
+        tok = self._tokenizer()
+        if len(self._registry.key_columns(view)) == 1:
+            return tok.tokens(keys)
+        out = []
+        for row in keys:
+            vals = list(row)
+            for i in pos:
+                vals[i] = tok.token(vals[i])
+            out.append(tuple(vals))
+        return out
+
+    @property
+    def _max_future_skew(self) -> timedelta:
+        return self.config.feature_store.max_future_skew
 
     def _sync(self, serial: int | None) -> None:
         """Shards follow the main actor's registry: reload when a caller saw a newer serial."""
@@ -143,6 +198,7 @@ class FeatureStoreActor(PlatformActor):
 
     def _set_registry(self, reg: FeatureRegistry) -> None:
         self._registry = reg
+        self._key_tokens = {}
         if not self.serves_online:
             return
         for name in reg.names("feature_view"):
@@ -206,8 +262,11 @@ class FeatureStoreActor(PlatformActor):
 
     # -- definitions ----------------------------------------------------------------------------
 
-    def definitions(self, known_serial: int | None = None) -> dict[str, Any] | None:
+    def definitions(
+        self, credential: dict[str, Any] | None, known_serial: int | None = None
+    ) -> dict[str, Any] | None:
         """The registry as plain data, or None if the caller's ``known_serial`` is current."""
+        self._who(credential)
         reg = self._registry
         if known_serial is not None and known_serial == reg.serial:
             return None
@@ -222,12 +281,17 @@ class FeatureStoreActor(PlatformActor):
         with self._lock:
             for fv in parsed.feature_views:
                 if fv.name in self._registry.names("feature_view"):
-                    self._check_tenant(fv.name, principal)
+                    self._check_tenant(fv.name, p)
             tables = {
                 fv.name: offline.table_columns(self.storage, fv.name) for fv in parsed.feature_views
             }
             plan = self._registry.plan_apply(
-                parsed, force=force, applied_by=p.name, tenant=p.tenant, table_schemas=tables
+                parsed,
+                force=force,
+                applied_by=p.name,
+                tenant=p.tenant,
+                admin="admin" in p.roles,
+                table_schemas=tables,
             )
             new = plan.registry
             # Tables first, registry second: a crash in between leaves a table the next apply
@@ -257,8 +321,9 @@ class FeatureStoreActor(PlatformActor):
 
     # -- offline writes -------------------------------------------------------------------------
 
-    def reserve_seq(self, n: int) -> int:
+    def reserve_seq(self, credential: dict[str, Any] | None, n: int) -> int:
         """Hand out ``n`` ingestion sequence numbers; returns the first."""
+        self._require_write(credential, "ingest")
         return self._next_seq(int(n))
 
     def commit_files(
@@ -270,8 +335,8 @@ class FeatureStoreActor(PlatformActor):
     ) -> int:
         """Commit data files written by an ingestion pipeline (idempotent per ``txn_id``)."""
         p = self._require_write(principal, "ingest")
-        self._check_tenant(view, principal)
-        self._registry.view(view)  # NotFoundError for an unknown view
+        self._check_tenant(view, p)
+        fv = self._registry.view(view)  # NotFoundError for an unknown view
         for f in files:
             path = str(f.get("path", ""))
             if "/" in path or not path.startswith("part-") or not path.endswith(".parquet"):
@@ -281,6 +346,7 @@ class FeatureStoreActor(PlatformActor):
                     value=path,
                     rule="part-*.parquet",
                 )
+            self._check_file_times(view, fv.timestamp_field, f)
         version, _ = offline.commit_files(
             self.storage,
             view,
@@ -293,6 +359,35 @@ class FeatureStoreActor(PlatformActor):
             },
         )
         return version
+
+    def _check_file_times(self, view: str, ts_field: str, f: dict[str, Any]) -> None:
+        """The ingestion pipeline refuses future rows before writing; its file statistics are
+        checked here too, so a client that skipped the check cannot commit them either."""
+        try:
+            newest = json.loads(f.get("stats") or "{}").get("maxValues", {}).get(ts_field)
+            when = datetime.fromisoformat(str(newest).replace("Z", "+00:00")) if newest else None
+        except (TypeError, ValueError, AttributeError):
+            when = None
+        if when is None:
+            raise ValidationError(
+                f"data file {f.get('path')!r} of {view!r} has no max {ts_field!r} statistic "
+                "(rule: ingestion files carry min/max event-time stats)",
+                field="files",
+                value=str(f.get("path")),
+                rule="event-time stats",
+            )
+        # The stats are rounded up to the millisecond: allow that much.
+        limit = datetime.now(UTC) + self._max_future_skew + timedelta(milliseconds=1)
+        if when > limit:
+            raise ValidationError(
+                f"view {view!r}: data file {f.get('path')!r} holds {ts_field!r} {when.isoformat()}"
+                f", in the future (rule: event times at most feature_store.max_future_skew = "
+                f"{self._max_future_skew} ahead of the clock)",
+                field=ts_field,
+                value=when.isoformat(),
+                rule="event time <= now + max_future_skew",
+                view=view,
+            )
 
     def push(
         self,
@@ -307,14 +402,16 @@ class FeatureStoreActor(PlatformActor):
         """
         p = self._require_write(principal, "push")
         self._sync(serial)
-        self._check_tenant(view, principal)
+        self._check_tenant(view, p)
         fv = self._registry.view(view)
         keys = self._registry.key_columns(fv)
         if isinstance(data, dict):
             data = pa.table(data)
-        table = conform(data, fv, keys)
+        # Refused before anything is written: the store stays exactly as it was.
+        table = conform(data, fv, keys, max_future_skew=self._max_future_skew)
         if table.num_rows == 0:
             return {"version": None, "rows": 0}
+        table = self._tokenize(view, table)  # raw sensitive values never reach Delta
         with self._lock:
             group = self._groups.get(view)
             if group is None:
@@ -340,20 +437,25 @@ class FeatureStoreActor(PlatformActor):
             online.upsert(table)
         return version
 
-    def table_versions(self, views: list[str] | None = None) -> dict[str, int | None]:
+    def table_versions(
+        self, credential: dict[str, Any] | None, views: list[str] | None = None
+    ) -> dict[str, int | None]:
         """``{view: current Delta version}`` (None for a view without a table)."""
+        p = self._who(credential)
         names = views if views is not None else self._registry.names("feature_view")
         out = {}
         for name in names:
             self._registry.view(name)
+            self._check_tenant(name, p)
             dt = offline.open_table(self.storage, name)
             out[name] = dt.version() if dt is not None else None
         return out
 
     def compact(self, view: str, principal: dict[str, Any] | None = None) -> dict[str, Any]:
         """Merge small files of a view's table and write a checkpoint (keeps recovery fast)."""
-        self._require_write(principal, "compact")
+        p = self._require_write(principal, "compact")
         self._registry.view(view)
+        self._check_tenant(view, p)
         dt = offline.open_table(self.storage, view)
         if dt is None:
             return {"version": None}
@@ -367,6 +469,7 @@ class FeatureStoreActor(PlatformActor):
 
     def online_read(
         self,
+        credential: dict[str, Any] | None,
         key_sets: list[list[Any]],
         requests: list[tuple[str, list[str], int]],
         serial: int | None = None,
@@ -377,6 +480,7 @@ class FeatureStoreActor(PlatformActor):
         Returns ``{"serial": registry serial, "views": {view: (statuses, {feature: values})}}``
         with statuses as a bytes string (0 present, 1 not_found, 2 expired).
         """
+        p = self._who(credential)
         self._sync(serial)
         if not self.serves_online:
             raise ValidationError(
@@ -388,6 +492,7 @@ class FeatureStoreActor(PlatformActor):
         now = now_us if now_us is not None else time.time_ns() // 1000
         out = {}
         for view, features, ks in requests:
+            self._check_tenant(view, p)
             table = self._online.get(view)
             if table is None:
                 fv = self._registry.view(view)  # NotFoundError for unknown views
@@ -401,22 +506,30 @@ class FeatureStoreActor(PlatformActor):
                 raise NotFoundError(
                     f"view {view!r} has no online table", kind="online_table", name=view
                 )
-            status, values = table.read(key_sets[ks], features, now)
+            status, values = table.read(self._lookup_keys(view, key_sets[ks]), features, now)
             out[view] = (status.tobytes(), values)
         return {"serial": self._registry.serial, "views": out}
 
-    def online_read_packed(self, blob: bytes) -> bytes:
+    def online_read_packed(self, credential: dict[str, Any] | None, blob: bytes) -> bytes:
         """:meth:`online_read` with arguments and reply pickled by the caller and here.
 
         The hot path of serving: Ray serialises one ``bytes`` object much faster than nested
         lists and dicts (measured ~0.15 ms less per call), and both ends are this codebase.
         """
         key_sets, requests, serial = pickle.loads(blob)
-        return pickle.dumps(self.online_read(key_sets, requests, serial), protocol=5)
+        return pickle.dumps(self.online_read(credential, key_sets, requests, serial), protocol=5)
 
-    def online_upsert(self, view: str, data: pa.Table, serial: int | None = None) -> int:
+    def online_upsert(
+        self,
+        credential: dict[str, Any] | None,
+        view: str,
+        data: pa.Table,
+        serial: int | None = None,
+    ) -> int:
         """Merge rows (with ``_seq``) into the online store (materialisation)."""
+        p = self._require_write(credential, "materialize")
         self._sync(serial)
+        self._check_tenant(view, p)
         table = self._online.get(view)
         if table is None:
             fv = self._registry.view(view)
@@ -424,24 +537,31 @@ class FeatureStoreActor(PlatformActor):
                 return 0
             table = self._online[view] = self._new_online_table(view)
         keys = [k for k, _ in table.keys]
-        return table.upsert(self._mine(data, keys))
+        # Rows come from the Delta table (tokens already); tokenizing again is a no-op there
+        # and keeps raw values out of the online store whatever a caller sends.
+        return table.upsert(self._mine(self._tokenize(view, data), keys))
 
-    def materialization_state(self, view: str) -> dict[str, Any]:
+    def materialization_state(self, credential: dict[str, Any] | None, view: str) -> dict[str, Any]:
         """The table version the online store has caught up with (None: never)."""
+        p = self._who(credential)
         fv = self._registry.view(view)
+        self._check_tenant(view, p)
         return {"view": view, "online": fv.online, "version": self._materialized.get(view)}
 
-    def set_materialized(self, view: str, version: int) -> None:
+    def set_materialized(self, credential: dict[str, Any] | None, view: str, version: int) -> None:
+        p = self._require_write(credential, "materialize")
         self._registry.view(view)
+        self._check_tenant(view, p)
         prev = self._materialized.get(view)
         self._materialized[view] = version if prev is None else max(prev, version)
 
-    def online_stats(self) -> dict[str, Any]:
+    def online_stats(self, credential: dict[str, Any] | None) -> dict[str, Any]:
+        p = self._who(credential)
         return {
             "instance": self.instance_name,
             "shard": self.shard,
             "rebuilt_at": self._rebuilt_at,
-            "views": {n: len(t) for n, t in self._online.items()},
+            "views": {n: len(t) for n, t in self._online.items() if self._sees(n, p)},
             "status_names": list(STATUS_NAMES),
         }
 
@@ -449,7 +569,7 @@ class FeatureStoreActor(PlatformActor):
 
     def list_views(self, principal: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """One summary row per feature view and on-demand view the principal may see."""
-        p = _principal(principal)
+        p = self._who(principal)
         rows = []
         for kind in ("feature_view", "on_demand_feature_view"):
             for name in self._registry.names(kind):
@@ -475,7 +595,7 @@ class FeatureStoreActor(PlatformActor):
 
     def describe(self, view: str, principal: dict[str, Any] | None = None) -> dict[str, Any]:
         """Definition, history, table versions/rows/freshness and online state of a view."""
-        self._check_tenant(view, principal)
+        self._check_tenant(view, self._who(principal))
         if view in self._registry.names("on_demand_feature_view"):
             rec = self._registry.record("on_demand_feature_view", view)
             return {"name": view, "kind": "on_demand_feature_view", **_record_view(rec)}

@@ -14,25 +14,46 @@ Thin shell around :class:`raymlp.monitoring.MonitorCore` (all logic lives there)
 * **metrics export** — a Prometheus ``/metrics`` endpoint (``monitor.metrics_port``; 0 picks a
   free port, see ``metrics_url``) and a ``ray.util.metrics`` mirror (Ray dashboard).
 
+Every RPC takes the caller's *credential* first (``{"name", "api_key"}`` or a service token;
+see ``raymlp._private.credentials``) and verifies it here: never a claimed name or role list,
+never "no credential means admin". Roles: logging records and every read need an authenticated
+caller (viewer), ``evaluate`` / ``resolve_alert`` / ``apply_config`` a developer,
+``set_traffic_controller`` an admin.
+
+**Sealed tenants.** A model's tenant is the registry's (``list_models`` as the monitor's service
+principal, cached: :class:`~raymlp.monitoring.directory.ModelDirectory`), never the tenant of a
+prediction record. Every read is filtered to the caller's tenant (admins see all); another
+tenant's model answers ``NotFoundError`` exactly like a model that does not exist.
+
+**Bounded state.** Only registered model versions (and configured tenants) create windows or
+metric series: other records are counted in ``raymlp_unknown_model_records_total{reason}``
+and dropped before they are logged.
+
 The contract with the Serve gateway (asynchronous, batched; see
 ``raymlp._private.prediction_logger`` for the client-side :class:`PredictionLogger` that never
 blocks the request path):
 
-* ``log_predictions(records, source="gateway", dropped=0)`` — prediction records
+* ``log_predictions(credential, records, source="gateway", dropped=0)`` — prediction records
   (``raymlp.monitoring.records``): all or nothing; a bad record raises ValidationError naming
   ``records[i].field`` and nothing is written. ``dropped``: records the caller had to drop
   since its last call (buffer full), exported as ``raymlp_prediction_log_dropped_total``.
-* ``log_feedback(records)`` — ``{request_id, label, ts}``: joined by request id.
+* ``log_feedback(credential, records)`` — ``{request_id, label, ts, model}``: joined by
+  request id (a label naming another model than the request's is ignored).
 
 The traffic controller is ``fn(model, *, canary_version, canary_weight, reason)``. By default
 it calls the registry actor's ``set_traffic`` command (through ``raymlp._private.rpc``, as the
-``monitor`` principal); tests inject their own with ``set_traffic_controller``.
+``monitor`` principal); tests inject their own with ``set_traffic_controller``. A refusal that
+a retry cannot fix (``PermissionDeniedError`` — e.g. an unapproved version above
+``registry.max_unapproved_canary_weight`` — or a validation/not-found/conflict error) is
+recorded once: the canary is held at the weight in force (``blocked``: it no longer advances
+automatically, still rolls back on a regression) and a ``canary_blocked`` alert fires.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -43,10 +64,19 @@ from typing import Any
 import pyarrow as pa
 
 from actors._base import PlatformActor
+from raymlp._private.credentials import Authenticator, Caller
+from raymlp._private.principals import service_principal
 from raymlp._private.rpc import ActorClient, RegistryRPC
 from raymlp.config import MonitoringConfig, Principal
-from raymlp.errors import PermissionDeniedError, StorageError, ValidationError
+from raymlp.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    StorageError,
+    ValidationError,
+)
 from raymlp.monitoring.core import MonitorCore
+from raymlp.monitoring.directory import ModelDirectory, ModelEntry
 from raymlp.monitoring.logtable import DeltaLog, EventTable, GroupCommitter
 from raymlp.monitoring.notify import Notifier
 from raymlp.monitoring.prometheus import MonitorMetrics, RayMetricsMirror
@@ -69,7 +99,12 @@ _REPLAY_CHUNK = 20_000
 _FRESHNESS_TTL_S = 60.0
 _TRAFFIC_TTL_S = 5.0
 _COLLABORATOR_TIMEOUT_S = 2.0
-_MONITOR_PRINCIPAL = Principal(name="monitor", tenant="default", roles=["admin"])
+_DIRECTORY_TTL_S = 30.0
+_DIRECTORY_MISS_TTL_S = 2.0
+_ROLES = ("viewer", "developer", "approver", "admin")
+_MODEL_LABEL = re.compile(r'[{,]model="([^"]*)"')
+#: Refusals of a traffic change that a retry cannot fix (the registry said no).
+_PERMANENT = (PermissionDeniedError, ValidationError, NotFoundError, ConflictError)
 
 
 class MonitorActor(PlatformActor):
@@ -77,6 +112,8 @@ class MonitorActor(PlatformActor):
 
     def __init__(self, platform_config: dict[str, Any], instance_name: str | None = None) -> None:
         super().__init__(platform_config, instance_name)
+        # Every RPC verifies its caller's credential here (never a claimed name or role).
+        self._auth = Authenticator.from_config(self.config)
         s = self.config.monitor
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -97,16 +134,22 @@ class MonitorActor(PlatformActor):
         self._controller: TrafficController | None = None
         self._controller_pending: dict[str, dict[str, Any]] = {}
         self._registry_rpc: RegistryRPC | None = None
+        self._directory_ok = True
+        self._service_caller: Caller | None = None
         self._feature_store: ActorClient | None = None
         self._freshness_cache: tuple[float, dict[str, float]] = (0.0, {})
         self._traffic_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="raymlp-monitor-io")
+        # Which models exist and who owns them: the registry's word, never the records'.
+        self.directory = ModelDirectory(self._fetch_models, _DIRECTORY_TTL_S, _DIRECTORY_MISS_TTL_S)
         self.core = MonitorCore(
             s,
             profile_for=self._load_profile,
             metrics=self.metrics,
             freshness=self._freshness,
             traffic_lookup=self._traffic,
+            directory=self.directory,
+            tenants=[t.name for t in self.config.auth.tenants],
         )
         self.replayed = self._restore()
         self.notifier = self._make_notifier(self.core.config)
@@ -134,6 +177,8 @@ class MonitorActor(PlatformActor):
             p = e["payload"]
             if e["kind"] == "canary" and p["action"]["decision"] in ("rollback", "advance"):
                 self._controller_pending[p["action"]["model"]] = p["action"]
+            elif e["kind"] == "canary" and p["action"]["decision"] == "blocked":
+                self._controller_pending.pop(p["action"]["model"], None)  # refused: never retried
             elif e["kind"] == "traffic_applied":
                 a = self._controller_pending.get(p["model"])
                 if a is not None and a["version"] == p["version"] and a["weight"] == p["weight"]:
@@ -191,8 +236,41 @@ class MonitorActor(PlatformActor):
         """The registry actor, as the ``monitor`` principal (retried across its restarts)."""
         if self._registry_rpc is None:
             actor = ActorClient("registry", self.config.ray.namespace)
-            self._registry_rpc = RegistryRPC(actor, _MONITOR_PRINCIPAL)
+            self._registry_rpc = RegistryRPC(actor, self._caller())
         return self._registry_rpc
+
+    def _caller(self) -> Caller:
+        """The monitor's own service credential (tokens signed with the platform secret)."""
+        if self._service_caller is None:
+            self._service_caller = service_principal(self.config, self.config.monitor.principal)
+        return self._service_caller
+
+    def _fetch_models(self) -> dict[str, ModelEntry] | None:
+        """The registry's models as the monitor's service principal sees them (None when the
+        registry does not answer within the collaborator deadline)."""
+
+        def fetch() -> dict[str, ModelEntry]:
+            rows = self._registry().query("list_models")
+            return {
+                r["name"]: ModelEntry(str(r["tenant"]), r.get("latest_version")) for r in rows
+            }
+
+        fut = self._io.submit(fetch)
+        try:
+            got = fut.result(timeout=_COLLABORATOR_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 - keep the last snapshot; say so once
+            if self._directory_ok:
+                logger.warning(
+                    "the registry's model list is unavailable (%s): records of models not "
+                    "seen before are dropped until it answers (monitor.principal %r must be a "
+                    "service principal that can read the models)",
+                    e,
+                    self.config.monitor.principal,
+                )
+            self._directory_ok = False
+            return None
+        self._directory_ok = True
+        return got
 
     def _features(self) -> ActorClient:
         if self._feature_store is None:
@@ -242,8 +320,7 @@ class MonitorActor(PlatformActor):
             ages: dict[str, float] = {}
             for view in views:
                 try:
-                    principal = _MONITOR_PRINCIPAL.model_dump(mode="json")
-                    info = self._features().call("describe", view, principal)
+                    info = self._features().call("describe", view, self._caller().wire())
                     last = (info.get("table") or {}).get("last_event_time")
                     if last:
                         ages[view] = time.time() - datetime.fromisoformat(str(last)).timestamp()
@@ -316,9 +393,16 @@ class MonitorActor(PlatformActor):
     # -- RPC: ingest -----------------------------------------------------------------------------
 
     def log_predictions(
-        self, records: list[dict[str, Any]], source: str = "sdk", dropped: int = 0
+        self,
+        principal: dict[str, Any] | None,
+        records: list[dict[str, Any]],
+        source: str = "sdk",
+        dropped: int = 0,
     ) -> dict[str, Any]:
-        """Append prediction records (durable on return); see the module docstring."""
+        """Append prediction records (durable on return); see the module docstring. Records of
+        model versions the registry does not know (or of another tenant's models, for a caller
+        that is neither an admin nor a service) are counted and dropped, never stored."""
+        p = self._require(principal, "viewer")
         recs = normalize_predictions(records)
         if not isinstance(source, str) or not source or len(source) > 64:
             raise ValidationError(
@@ -334,6 +418,8 @@ class MonitorActor(PlatformActor):
                 value=dropped,
                 rule=">= 0",
             )
+        received = len(recs)
+        recs = self.core.admit(self._own_records(p, recs))
         if dropped:
             now = time.time()
             self.events.append([("dropped", now, {"source": source, "count": dropped})])
@@ -341,19 +427,62 @@ class MonitorActor(PlatformActor):
                 self.core.note_dropped(source, dropped, now)
         if recs:
             self._pred_commit.submit([(r, source) for r in recs])
-        return {"accepted": len(recs), "dropped_reported": dropped}
+        return {
+            "accepted": len(recs),
+            "unknown": received - len(recs),
+            "dropped_reported": dropped,
+        }
 
-    def log_feedback(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """Append labels (``request_id``, ``label``, ``ts``) and join them to predictions."""
+    def log_feedback(
+        self, principal: dict[str, Any] | None, records: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Append labels (``request_id``, ``label``, ``ts``, ``model``) and join them to
+        predictions. A caller that is neither an admin nor a service must name a model of its
+        own tenant in every label; other labels are dropped and counted in ``unknown``."""
+        p = self._require(principal, "viewer")
         recs = normalize_feedbacks(records)
+        received = len(recs)
+        if not self._trusted_source(p):
+            recs = [r for r in recs if r["model"] is not None and self._sees(p, r["model"])]
+        if received > len(recs):
+            self.metrics.unknown_records.labels("unregistered_model").inc(received - len(recs))
         if recs:
             self._fb_commit.submit(recs)
-        return {"accepted": len(recs)}
+        return {"accepted": len(recs), "unknown": received - len(recs)}
+
+    def _trusted_source(self, p: Principal) -> bool:
+        """Callers whose records may name any model and tenant: admins and the platform's own
+        service principals (the gateway logs the tenant of the HTTP caller it verified)."""
+        return "admin" in p.roles or (self._auth.enabled and p.api_key_sha256 is None)
+
+    def _own_records(self, p: Principal, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A person (API key, not admin) speaks for its own tenant only: its records carry its
+        tenant, and records of another tenant's models go the way of unknown models."""
+        if self._trusted_source(p):
+            return recs
+        kept = []
+        for r in recs:
+            if self._sees(p, r["model"]):
+                kept.append({**r, "tenant": p.tenant})
+        if len(kept) < len(recs):
+            self.metrics.unknown_records.labels("unregistered_model").inc(len(recs) - len(kept))
+        return kept
 
     # -- RPC: evaluation ---------------------------------------------------------------------------
 
-    def evaluate(self) -> dict[str, Any]:
-        """Run one evaluation now (also runs every ``evaluate_interval_s``)."""
+    def evaluate(self, principal: dict[str, Any] | None) -> dict[str, Any]:
+        """Run one evaluation now (also runs every ``evaluate_interval_s``); what it returns is
+        limited to the caller's tenant."""
+        p = self._require(principal, "developer")
+        out = self._evaluate()
+        seen = self._seer(p)
+        return {
+            "transitions": [t for t in out["transitions"] if seen(t["labels"].get("model"))],
+            "canary": [a for a in out["canary"] if seen(a["model"])],
+            "traffic_applied": [a for a in out["traffic_applied"] if seen(a["model"])],
+        }
+
+    def _evaluate(self) -> dict[str, Any]:
         now = time.time()
         with self._lock:
             out = self.core.evaluate(now)
@@ -400,6 +529,12 @@ class MonitorActor(PlatformActor):
                     canary_weight=a["weight"],
                     reason=f"monitor: {a['decision']}: {a['reason']}",
                 )
+            except _PERMANENT as e:
+                # The registry said no (e.g. an unapproved version above the canary ceiling):
+                # retrying cannot change that, so record and alert it once and stop.
+                done.append({"model": model, "weight": a["weight"], "refused": str(e)})
+                self._refused(model, a, e)
+                continue
             except Exception as e:  # noqa: BLE001 - retried at the next evaluation
                 logger.error("traffic controller failed for %s: %s (will retry)", model, e)
                 done.append({"model": model, "weight": a["weight"], "error": str(e)})
@@ -421,16 +556,49 @@ class MonitorActor(PlatformActor):
                 logger.warning("could not record the applied traffic change: %s", e)
         return done
 
+    def _refused(self, model: str, action: dict[str, Any], error: Exception) -> None:
+        """A permanent refusal of ``action``: persisted (so a restart does not retry it), the
+        run held at the weight in force, a ``canary_blocked`` alert raised and delivered."""
+        now = time.time()
+        logger.warning("traffic change for %s refused: %s (not retried)", model, error)
+        msg = getattr(error, "message", None) or str(error)
+        with self._lock:
+            if self._controller_pending.get(model) is action:
+                self._controller_pending.pop(model, None)
+            run, t = self.core.canary_refused(action, msg, now)
+            payload = {
+                "action": {
+                    **{k: v for k, v in action.items() if k != "run"},
+                    "decision": "blocked",
+                    "refused": action["decision"],
+                    "error": msg,
+                },
+                "run": run or action.get("run"),
+            }
+            events: list[tuple[str, float, dict[str, Any]]] = [("canary", now, payload)]
+            if t is not None:
+                events.append(("alert", now, t))
+            try:
+                self.events.append(events)
+            except Exception as e:  # noqa: BLE001 - in memory it is blocked; log the loss
+                logger.error("could not persist the refused canary change of %s: %s", model, e)
+        if t is not None:
+            self.notifier.notify(t)
+
     def _evaluate_loop(self) -> None:
         interval = self.config.monitor.evaluate_interval_s
         while not self._stop.wait(interval):
             try:
-                self.evaluate()
+                self._evaluate()
             except Exception:  # noqa: BLE001 - keep evaluating
                 logger.exception("monitor evaluation failed")
 
-    def set_traffic_controller(self, fn: TrafficController | None) -> None:
-        """Replace the traffic controller (None: the default, registry ``set_traffic``)."""
+    def set_traffic_controller(
+        self, principal: dict[str, Any] | None, fn: TrafficController | None
+    ) -> None:
+        """Replace the traffic controller (None: the default, registry ``set_traffic``). Admin
+        only: the controller is code that runs inside the monitor."""
+        self._require(principal, "admin")
         if fn is not None and not callable(fn):
             raise ValidationError(
                 "traffic controller must be callable",
@@ -459,25 +627,48 @@ class MonitorActor(PlatformActor):
         return {"rules": len(cfg.rules), "resolved": len(transitions)}
 
     # -- RPC: reads ------------------------------------------------------------------------------
+    #
+    # Sealed tenants: a non-admin sees only what is labelled with a model of its own tenant (the
+    # registry's tenant of the model). Another tenant's model answers exactly like a model that
+    # does not exist, and series without a model label (platform-wide aggregates, alerts over
+    # every model, feature views) are for admins.
 
-    @staticmethod
-    def _principal(principal: dict[str, Any] | None) -> Principal:
-        return Principal.model_validate(principal) if principal else _MONITOR_PRINCIPAL
+    def _principal(self, credential: dict[str, Any] | None) -> Principal:
+        """The verified caller (AuthenticationError when the credential proves nothing)."""
+        return self._auth.authenticate(credential)
 
     def _require(self, principal: dict[str, Any] | None, role: str) -> Principal:
         p = self._principal(principal)
-        order = ["viewer", "developer", "approver", "admin"]
-        if not any(order.index(r) >= order.index(role) for r in p.roles):
+        if not any(_ROLES.index(r) >= _ROLES.index(role) for r in p.roles):
             raise PermissionDeniedError(
-                f"{p.name!r} needs role {role!r}", principal=p.name, required_role=role
+                f"{p.name!r} needs role {role!r} on the monitor (has {list(p.roles)!r})",
+                principal=p.name,
+                required_role=role,
             )
         return p
 
-    def _visible(self, p: Principal, model: str | None) -> bool:
-        if model is None or "admin" in p.roles:
+    def _sees(self, p: Principal, model: str | None) -> bool:
+        if "admin" in p.roles:
             return True
-        owner = self.core.state.tenants.get(model)
-        return owner is None or owner == p.tenant
+        return model is not None and self.core.tenant_of(model) == p.tenant
+
+    def _seer(self, p: Principal) -> Callable[[str | None], bool]:
+        """``_sees`` for one call, memoised (a read filters many rows of few models)."""
+        memo: dict[str | None, bool] = {}
+
+        def seen(model: str | None) -> bool:
+            if model not in memo:
+                memo[model] = self._sees(p, model)
+            return memo[model]
+
+        return seen
+
+    def _check_model(self, p: Principal, model: str) -> None:
+        """NotFoundError unless ``model`` is registered and (for a non-admin) of the caller's
+        tenant: the same answer in both cases, so a probe learns nothing."""
+        owner = self.core.tenant_of(model)
+        if owner is None or ("admin" not in p.roles and owner != p.tenant):
+            raise NotFoundError(f"model {model!r} does not exist", kind="model", name=model)
 
     def report(
         self,
@@ -488,11 +679,8 @@ class MonitorActor(PlatformActor):
     ) -> dict[str, Any]:
         """The report of ``model`` over [start, end) (default: the last hour). Ranges older
         than the in-memory retention are rebuilt from the prediction log."""
-        p = self._principal(principal)
-        if not self._visible(p, model):
-            raise PermissionDeniedError(
-                f"model {model!r} belongs to another tenant", principal=p.name, model=model
-            )
+        p = self._require(principal, "viewer")
+        self._check_model(p, model)
         now = time.time()
         end = now if end is None else float(end)
         start = end - 3600.0 if start is None else float(start)
@@ -523,26 +711,32 @@ class MonitorActor(PlatformActor):
         return self.core.offline_report(model, start, end, chunks, table_to_feedback(fbs), alerts)
 
     def alerts(
-        self, principal: dict[str, Any] | None = None, state: str | None = None
+        self, principal: dict[str, Any] | None, state: str | None = None
     ) -> list[dict[str, Any]]:
         """Alerts (``state``: pending | firing | resolved | None = all), newest first."""
-        p = self._principal(principal)
+        p = self._require(principal, "viewer")
         with self._lock:
             rows = self.core.alerts(state)
-        return [a for a in rows if self._visible(p, a["labels"].get("model"))]
+        seen = self._seer(p)
+        return [a for a in rows if seen(a["labels"].get("model"))]
 
     def resolve_alert(self, principal: dict[str, Any] | None, alert_id: str) -> dict[str, Any]:
         """Resolve a firing alert by id (event alerts such as a canary rollback end this way)."""
-        self._require(principal, "developer")
+        p = self._require(principal, "developer")
         now = time.time()
         with self._lock:
+            mine = [a for a in self.core.alerts("firing") if a["id"] == alert_id]
+            if not mine or not self._sees(p, mine[0]["labels"].get("model")):
+                raise NotFoundError(f"no firing alert {alert_id!r}", kind="alert", name=alert_id)
             t = self.core.engine.resolve(alert_id, now)
             self.events.append([("alert", now, t)])
         self.notifier.notify(t)
         return t
 
-    def metrics_url(self) -> str:
-        """URL of the Prometheus endpoint of this actor."""
+    def metrics_url(self, principal: dict[str, Any] | None) -> str:
+        """URL of the Prometheus endpoint of this actor (for the scrape config; the endpoint
+        itself is infrastructure, unauthenticated, bound to ``monitor.metrics_host``)."""
+        self._require(principal, "viewer")
         host = self.config.monitor.metrics_host
         if host in ("0.0.0.0", "::", ""):
             import ray
@@ -550,48 +744,95 @@ class MonitorActor(PlatformActor):
             host = ray.util.get_node_ip_address()
         return f"http://{host}:{self.metrics_port}/metrics"
 
-    def metrics_text(self) -> str:
-        """The Prometheus exposition text (what the endpoint serves)."""
-        return self.metrics.exposition().decode()
+    def metrics_text(self, principal: dict[str, Any] | None) -> str:
+        """The Prometheus exposition text (what the endpoint serves); for a non-admin only the
+        samples labelled with a model of its tenant (and the HELP/TYPE lines)."""
+        p = self._require(principal, "viewer")
+        text = self.metrics.exposition().decode()
+        if "admin" in p.roles:
+            return text
+        seen = self._seer(p)
+        keep = []
+        for line in text.splitlines():
+            if line.startswith("#"):
+                keep.append(line)
+                continue
+            m = _MODEL_LABEL.search(line)
+            if m is not None and seen(m.group(1)):
+                keep.append(line)
+        return "\n".join(keep) + "\n"
 
-    def gauges(self, model: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    def gauges(
+        self, principal: dict[str, Any] | None, model: str | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
         """Current gauge values (of one model): ``{series: [{"labels", "value"}]}``."""
         from raymlp.monitoring.prometheus import GAUGES
 
+        p = self._require(principal, "viewer")
+        if model is not None:
+            self._check_model(p, model)
+        seen = self._seer(p)
         out: dict[str, list[dict[str, Any]]] = {}
         for name, rows in self.metrics.gauges.get().items():
             keys = GAUGES[name][1]
             for lv, v in rows:
                 labels = dict(zip(keys, lv))
-                if model is None or labels.get("model") == model:
+                if (model is None or labels.get("model") == model) and seen(labels.get("model")):
                     out.setdefault(name, []).append({"labels": labels, "value": v})
         return out
 
     def signal(
-        self, metric: str, window_s: float = 300.0, by: list[str] | None = None
+        self,
+        principal: dict[str, Any] | None,
+        metric: str,
+        window_s: float = 300.0,
+        by: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         """One signal's samples now (what an alert rule on it would see)."""
+        p = self._require(principal, "viewer")
         with self._lock:
             self.core.signals.reset()
             samples = self.core.signals.series(metric, float(window_s), time.time(), by or ())
-        return [{"labels": dict(s.labels), "value": s.value, "count": s.count} for s in samples]
+        seen = self._seer(p)
+        return [
+            {"labels": dict(s.labels), "value": s.value, "count": s.count}
+            for s in samples
+            if seen(dict(s.labels).get("model"))
+        ]
 
-    def canary_status(self, model: str | None = None) -> list[dict[str, Any]]:
+    def canary_status(
+        self, principal: dict[str, Any] | None, model: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Canary runs the monitor drives (of one model)."""
+        p = self._require(principal, "viewer")
+        if model is not None:
+            self._check_model(p, model)
+        seen = self._seer(p)
         with self._lock:
-            return self.core.canary.status(model)
+            return [r for r in self.core.canary.status(model) if seen(r["model"])]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, principal: dict[str, Any] | None) -> dict[str, Any]:
+        """Counters of this monitor; a non-admin gets its tenant's models only, and none of
+        the platform-wide counts."""
+        p = self._require(principal, "viewer")
+        seen = self._seer(p)
         st = self.core.state
+        out = {
+            "models": [m for m in st.models() if seen(m)],
+            "last_evaluated_at": self.core.last_evaluated_at,
+            "metrics_port": self.metrics_port,
+            "controller_pending": sorted(m for m in self._controller_pending if seen(m)),
+            "rules": [r.name for r in self.core.engine.rules],
+        }
+        if "admin" not in p.roles:
+            return out
         return {
+            **out,
             "records_ingested": st.records_ingested,
             "tracked_requests": st.tracked_requests,
             "pending_feedback": st.pending_feedback,
-            "models": st.models(),
-            "last_evaluated_at": self.core.last_evaluated_at,
             "replayed": self.replayed,
             "prediction_log_version": self.pred_log.version(),
-            "metrics_port": self.metrics_port,
             "ray_metrics_mirror": self._mirror is not None,
-            "controller_pending": sorted(self._controller_pending),
-            "rules": [r.name for r in self.core.engine.rules],
+            "directory_refreshes": self.directory.refreshes,
         }

@@ -32,6 +32,7 @@ from raymlp.registry import artifacts
 from raymlp.registry.commands import Plan
 from raymlp.registry.eventlog import LogAdvancedError
 from raymlp.registry.events import Event
+from raymlp.registry.rbac import Action, authorize
 from raymlp.registry.service import RegistryService
 
 logger = logging.getLogger(__name__)
@@ -226,7 +227,9 @@ class RegistryActor(PlatformActor):
         """Events from the Delta table (complete history, not just what memory keeps)."""
         return await self._run_io(self.svc.read_log, principal, after_seq, kinds, limit)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, principal: dict[str, Any] | None) -> dict[str, Any]:
+        """Internals for operators (admin: it names the webhook targets)."""
+        authorize(self.svc.actor(principal), Action.ADMIN, "read registry stats")
         commits = sorted(self._commit_s)
         return {
             "last_seq": self.svc.state.last_seq,

@@ -122,7 +122,8 @@ def run_ours(n_write: int, n_actor: int, n_local: int) -> dict[str, Any]:
     import ray
 
     from actors.registry import RegistryActor
-    from raymlp.client import LOCAL_ADMIN, Platform
+    from raymlp._private.credentials import LOCAL_ADMIN, Caller
+    from raymlp.client import Platform
     from raymlp.config import PlatformConfig
 
     for var in ("RAY_ADDRESS", "RAYMLP_ADDRESS"):
@@ -150,7 +151,7 @@ def run_ours(n_write: int, n_actor: int, n_local: int) -> dict[str, Any]:
             .remote(cfg.model_dump(mode="json"), "registry")
         )
         ray.get(handle.ping.remote())
-        p = Platform(cfg, LOCAL_ADMIN)
+        p = Platform(cfg, Caller(LOCAL_ADMIN))
         reg = p.registry
         art = Path(root) / "_art"
         art.mkdir()
@@ -196,13 +197,13 @@ def run_ours(n_write: int, n_actor: int, n_local: int) -> dict[str, Any]:
                 watcher.resolve("churn", "canary")
             local.append((time.perf_counter() - t) / batch)
 
-        stats = ray.get(handle.stats.remote())
+        stats = ray.get(handle.stats.remote(principal))
         t = time.perf_counter()
         ray.kill(handle, no_restart=False)
         time.sleep(0.05)
         assert reg.get("churn", alias="canary").version in (1, 2)
         restart_s = time.perf_counter() - t
-        replay_s = ray.get(handle.stats.remote())["replay_s"]
+        replay_s = ray.get(handle.stats.remote(principal))["replay_s"]
         reg.close()
         return {
             "resolve_local": percentiles(local),

@@ -66,12 +66,12 @@ def _production_version(p: Any) -> int | None:
 
 def _serve_config(p: Any, serve_config: str, principal: str | None) -> ServeAppConfig:
     """The serve config (with ``--principal``), checked against the platform's principals."""
-    from raymlp._private.principals import service_principal
+    from raymlp._private.principals import check_service_principal
 
     cfg = p.serve.load_config(serve_config)
     if principal:
         cfg = ServeAppConfig.model_validate({**cfg.model_dump(mode="json"), "principal": principal})
-    service_principal(p.config, cfg.principal)
+    check_service_principal(p.config, cfg.principal)
     return cfg
 
 

@@ -37,8 +37,15 @@ def api_key() -> str | None:
     return os.environ.get("RAYMLP_API_KEY") or None
 
 
+def platform_secret() -> bytes | None:
+    """``RAYMLP_PLATFORM_SECRET``: the key service tokens are signed with (default: the file
+    ``auth.secret_file``, else ``<storage root>/_platform/secret``)."""
+    value = os.environ.get("RAYMLP_PLATFORM_SECRET")
+    return value.encode() if value else None
+
+
 def principal_name() -> str | None:
-    """``RAYMLP_PRINCIPAL``: act as this principal (only when auth has no keys configured)."""
+    """``RAYMLP_PRINCIPAL``: act as this principal (with auth on: a service principal only)."""
     return os.environ.get("RAYMLP_PRINCIPAL") or None
 
 

@@ -14,6 +14,9 @@ Every error the platform raises on purpose derives from :class:`RayMLPError`::
     ├── OverloadedError              overloaded          429   load shed, queue full
     ├── UnavailableError             unavailable         503   actor down, nothing could answer
     └── StorageError                 storage_error       503   the storage root cannot be read/written
+        └── ArtifactIntegrityError   artifact_integrity  503   a model artifact differs from its
+                                                               registered digests, or names a
+                                                               factory outside the allow-list
 
 Each error carries a human ``message`` and a structured ``context`` dict (the field, the bad value,
 the rule, the file...). Errors pickle with their type and context intact, so they cross Ray actor
@@ -43,6 +46,7 @@ __all__ = [
     "OverloadedError",
     "UnavailableError",
     "StorageError",
+    "ArtifactIntegrityError",
     "unwrap_ray_error",
     "find_raymlp_error",
     "error_for_code",
@@ -177,6 +181,18 @@ class StorageError(RayMLPError):
     http_status = 503
 
 
+class ArtifactIntegrityError(StorageError):
+    """A model artifact is not the one that was registered (a file is missing, extra or changed
+    against the digests recorded in the registry), or its ``model.json`` names a factory outside
+    ``registry.model_factory_modules``. Context: ``model``, ``version``, ``missing``, ``extra``,
+    ``changed``, ``factory``, ``rule``.
+
+    A :class:`StorageError` (not a client error), so the serving chain answers from the fallback.
+    """
+
+    code = "artifact_integrity"
+
+
 _BY_CODE: dict[str, type[RayMLPError]] = {
     cls.code: cls
     for cls in (
@@ -192,6 +208,7 @@ _BY_CODE: dict[str, type[RayMLPError]] = {
         OverloadedError,
         UnavailableError,
         StorageError,
+        ArtifactIntegrityError,
     )
 }
 

@@ -20,6 +20,7 @@ import ray
 
 from actors import ACTOR_SPECS, ActorSpec
 from raymlp import _constants
+from raymlp._private.credentials import PlatformSecret
 from raymlp._private.rpc import published_config
 from raymlp.config import PlatformConfig
 from raymlp.errors import ConflictError, UnavailableError
@@ -264,6 +265,16 @@ def _any_platform_actor_alive(cfg: PlatformConfig) -> bool:
     )
 
 
+def _running_actor_config(cfg: PlatformConfig) -> PlatformConfig | None:
+    h = get_actor("registry", cfg.ray.namespace)
+    if h is None:
+        return None
+    try:
+        return PlatformConfig.model_validate(ray.get(h.platform_config.remote(), timeout=30))
+    except Exception:  # noqa: BLE001 - an older or restarting registry: fall back to the KV
+        return None
+
+
 def ensure_platform(
     cfg: PlatformConfig, *, timeout_s: float = 120.0, explicit: bool = True
 ) -> PlatformConfig:
@@ -283,7 +294,11 @@ def ensure_platform(
                 running_root=current.storage.root,
                 requested_root=cfg.storage.root,
             )
-        cfg = current
+        # The running actors' own config is the one in force: the KV copy is only a pointer
+        # (any driver can rewrite it), so it never decides auth.
+        cfg = _running_actor_config(current) or current
+    # Service tokens are signed with it: it exists before the first actor needs it.
+    PlatformSecret.ensure(cfg)
     _publish_config(cfg)
     payload = cfg.model_dump(mode="json")
     handles = []

@@ -12,8 +12,9 @@ import pickle
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from raymlp._private.credentials import Caller
 from raymlp._private.rpc import ActorClient, call
-from raymlp.config import PlatformConfig, Principal
+from raymlp.config import PlatformConfig
 from raymlp.errors import NotFoundError, PermissionDeniedError
 from raymlp.features import lookup
 from raymlp.features.definitions import FeatureRegistry, Kind
@@ -35,28 +36,30 @@ class OnlineLookup:
     Args:
         main: the ``feature_store`` actor (definitions; the online store when unsharded).
         shards: the online shard actors (empty when unsharded).
-        principal: who reads (tenant checks).
+        caller: who reads (its credential goes with every call; tenants are checked here
+            and again by the actor).
 
     Example::
 
-        online = OnlineLookup.from_config(cfg, principal)
+        online = OnlineLookup.from_config(cfg, caller)
         online.get_online_features([{"customer_id": "c1"}], ["customer_profile:tenure_months"])
     """
 
-    def __init__(self, main: ActorClient, shards: list[ActorClient], principal: Principal) -> None:
+    def __init__(self, main: ActorClient, shards: list[ActorClient], caller: Caller) -> None:
         self.main = main
         self.shards = shards
-        self.principal = principal
+        self.caller = caller
+        self.principal = caller.principal
         self._reg: FeatureRegistry | None = None
         self._plans: dict[tuple[str, ...], OnlinePlan] = {}
 
     @classmethod
-    def from_config(cls, config: PlatformConfig, principal: Principal) -> OnlineLookup:
+    def from_config(cls, config: PlatformConfig, caller: Caller) -> OnlineLookup:
         """The lookup on the feature store actors of the platform ``config`` describes."""
         ns = config.ray.namespace
         n = config.feature_store.online_shards
         shards = [ActorClient(SHARD_NAME.format(i), ns) for i in range(n)] if n > 1 else []
-        return cls(ActorClient("feature_store", ns), shards, principal)
+        return cls(ActorClient("feature_store", ns), shards, caller)
 
     @property
     def serial(self) -> int | None:
@@ -66,7 +69,7 @@ class OnlineLookup:
     def registry(self, refresh: bool = True) -> FeatureRegistry:
         """The definitions in force (refreshed from the actor unless ``refresh=False``)."""
         if self._reg is None or refresh:
-            data = self.main.call("definitions", self.serial)
+            data = self.main.call("definitions", self.caller.wire(), self.serial)
             if data is not None:
                 self._reg = FeatureRegistry.from_dict(data)
                 self._plans.clear()
@@ -114,10 +117,11 @@ class OnlineLookup:
             self._plans[key] = plan
         key_cols, key_sets = lookup.entity_keys(plan, entity_rows)
         serial = self.serial
+        cred = self.caller.wire()
         if self.shards:
             parts = lookup.route(plan, key_sets, len(self.shards))
             refs = [
-                (idx, a.remote("online_read_packed", _pack((sub, plan.requests, serial))))
+                (idx, a.remote("online_read_packed", cred, _pack((sub, plan.requests, serial))))
                 for (idx, sub), a in zip(parts, self.shards)
             ]
             replies = [
@@ -128,7 +132,9 @@ class OnlineLookup:
         else:
             # Pickled here and in the actor: one bytes object crosses Ray (the hot path).
             reply = pickle.loads(
-                self.main.call("online_read_packed", _pack((key_sets, plan.requests, serial)))
+                self.main.call(
+                    "online_read_packed", cred, _pack((key_sets, plan.requests, serial))
+                )
             )
             if self._reg is not None and reply["serial"] != self._reg.serial:
                 self.registry()  # definitions changed: plans are rebuilt on the next call

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from raymlp._private.credentials import Caller
 from raymlp._private.rpc import call
 from raymlp.errors import RayMLPError, UnavailableError, ValidationError
 from raymlp.monitoring.records import normalize_feedback, normalize_prediction
@@ -38,6 +39,9 @@ class PredictionLogger:
     Args:
         target: an ``ActorClient`` on the monitor (or anything with ``.remote(method, ...)``);
             ignored when ``send`` is given.
+        credential: who ships the records: a :class:`Caller` or ``() -> credential dict``,
+            asked afresh for every shipment (service tokens expire and are renewed); the
+            monitor verifies it. Needed with ``target`` unless auth is off.
         source: the name reported with the records (``gateway``...).
         capacity: records buffered (predictions + feedback); beyond it new ones are dropped
             and counted.
@@ -52,6 +56,7 @@ class PredictionLogger:
         self,
         target: Any = None,
         *,
+        credential: Caller | Callable[[], dict[str, Any]] | None = None,
         source: str = "sdk",
         capacity: int = 10_000,
         batch_size: int = 500,
@@ -72,6 +77,13 @@ class PredictionLogger:
         self.flush_interval_s = flush_interval_s
         self.call_timeout_s = call_timeout_s
         self._target = target
+        self._credential: Callable[[], dict[str, Any]] = (
+            credential.wire
+            if isinstance(credential, Caller)
+            else credential
+            if credential is not None
+            else dict  # no credential: the monitor treats it as auth-off local admin or refuses
+        )
         self._send = send or self._send_to_actor
         self._buf: dict[str, deque[dict[str, Any]]] = {"predictions": deque(), "feedback": deque()}
         self._cond = threading.Condition()
@@ -155,10 +167,11 @@ class PredictionLogger:
         import ray
 
         name = getattr(self._target, "name", "monitor")
+        cred = self._credential()
         if kind == "predictions":
-            ref = self._target.remote("log_predictions", records, self.source, dropped)
+            ref = self._target.remote("log_predictions", cred, records, self.source, dropped)
         else:
-            ref = self._target.remote("log_feedback", records)
+            ref = self._target.remote("log_feedback", cred, records)
         try:
             call(ref, timeout=self.call_timeout_s, actor=name)
         except UnavailableError:

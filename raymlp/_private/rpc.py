@@ -23,7 +23,8 @@ from ray.exceptions import (
 )
 
 from raymlp import _constants
-from raymlp.config import PlatformConfig, Principal
+from raymlp._private.credentials import Caller
+from raymlp.config import PlatformConfig
 from raymlp.errors import NotFoundError, RayMLPError, UnavailableError, unwrap_ray_error
 
 __all__ = ["call", "ActorClient", "RegistryRPC", "published_config"]
@@ -105,20 +106,20 @@ class RegistryRPC:
 
     Example::
 
-        reg = RegistryRPC(ActorClient("registry"), principal)
+        reg = RegistryRPC(ActorClient("registry"), caller)
         reg.query("get_traffic", name="churn")
         reg.command("record_event", kind="monitor_alert", model="churn", payload={...})
     """
 
-    def __init__(self, actor: ActorClient, principal: Principal, retry_s: float = 60.0) -> None:
+    def __init__(self, actor: ActorClient, caller: Caller, retry_s: float = 60.0) -> None:
         self.actor = actor
-        self._principal = principal
+        self.caller = caller
         self.retry_s = retry_s
 
     @property
     def principal(self) -> dict[str, Any]:
-        """The principal as the actor takes it (a plain dict)."""
-        return self._principal.model_dump(mode="json")
+        """The caller's credential as the actor takes it (a plain dict, verified there)."""
+        return self.caller.wire()
 
     def call(self, method: str, *args: Any, _timeout: float | None = None, **kwargs: Any) -> Any:
         """Call ``method``, retrying while the actor restarts."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from raymlp import _constants
 from raymlp._private import cluster
+from raymlp._private.credentials import Caller
 from raymlp._private.model_version import ModelVersion
 from raymlp._private.prediction_logger import PredictionLogger
 from raymlp._private.principals import resolve_principal
@@ -44,12 +45,19 @@ __all__ = [
 class Platform:
     """A connected platform. Namespaces: ``features``, ``registry``, ``monitor``, ``serve``.
 
-    Obtain one with :func:`connect`. ``principal`` is who acts (audit events, RBAC).
+    Obtain one with :func:`connect`. ``caller`` is who acts and the credential it proves it
+    with (every actor verifies it: RBAC, tenants, audit); ``principal`` is its verified record.
     """
 
-    def __init__(self, config: PlatformConfig, principal: Principal, cluster_info: Any = None) -> None:
+    def __init__(self, config: PlatformConfig, caller: Caller, cluster_info: Any = None) -> None:
+        if not isinstance(caller, Caller):
+            raise TypeError(
+                "Platform(config, caller): caller is a raymlp Caller (from connect() or "
+                "as_principal()), not a Principal - a principal record proves nothing"
+            )
         self.config = config
-        self.principal = principal
+        self.caller = caller
+        self.principal: Principal = caller.principal
         self.cluster = cluster_info
         self.storage = Storage(config.storage.root, config.storage.options)
 

@@ -54,6 +54,7 @@ from raymlp.features.ingest import ingest as run_ingest
 from raymlp.features.ingest import to_dataset
 from raymlp.features.materialize import submit_latest, window_filter
 from raymlp.features.ondemand import load_udf
+from raymlp.features.tokenize import Tokenizer
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -79,6 +80,38 @@ def _utc(value: Any, what: str) -> datetime | None:
 
 
 def _rows_to_table(rows: Any) -> pa.Table:
+    try:
+        return _as_table(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+        # e.g. a 400-digit integer: a bad request naming the column, not an internal error.
+        column = _bad_column(rows)
+        raise ValidationError(
+            f"rows cannot be read as a table: column {column!r}: {e} (rule: values of one "
+            "type per column, numbers within the range of their dtype)",
+            field=column or "rows",
+            value=type(rows).__name__,
+            rule="typed values",
+        ) from None
+
+
+def _bad_column(rows: Any) -> str | None:
+    """The first column that cannot become an Arrow array (None if it cannot be told)."""
+    if isinstance(rows, Mapping):
+        columns = {str(k): list(v) for k, v in rows.items()}
+    elif isinstance(rows, list) and all(isinstance(r, Mapping) for r in rows):
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        columns = {str(k): [r.get(k) for r in rows] for k in names}
+    else:
+        return None
+    for name, values in columns.items():
+        try:
+            pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return name
+    return None
+
+
+def _as_table(rows: Any) -> pa.Table:
     if isinstance(rows, pa.Table):
         return rows
     if isinstance(rows, Mapping):
@@ -106,19 +139,26 @@ class FeaturesClient:
 
     def __init__(self, platform: Platform) -> None:
         self._p = platform
-        self._online = OnlineLookup.from_config(platform.config, platform.principal)
+        self._online = OnlineLookup.from_config(platform.config, platform.caller)
         self._main = self._online.main
         self._shards = self._online.shards
+        self._tokenizer_obj: Tokenizer | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
 
     @property
     def _principal(self) -> dict[str, Any]:
-        return self._p.principal.model_dump(mode="json")
+        return self._p.caller.wire()
 
     def registry(self, refresh: bool = True) -> FeatureRegistry:
         """The definitions in force (refreshed from the actor unless ``refresh=False``)."""
         return self._online.registry(refresh)
+
+    def _tokenizer(self) -> Tokenizer:
+        """The platform's tokenizer (loaded when sensitive data is first written or read)."""
+        if self._tokenizer_obj is None:
+            self._tokenizer_obj = Tokenizer.from_config(self._p.config)
+        return self._tokenizer_obj
 
     def _cached_registry(self, probe: Any) -> FeatureRegistry:
         """The cached registry if ``probe(registry)`` finds what it needs, else a fresh one
@@ -202,7 +242,7 @@ class FeaturesClient:
         out = self._main.call("describe", view, self._principal)
         out["models"] = self._models_using(view)
         if self._shards and out.get("kind") == "feature_view":
-            stats = [s.call("online_stats") for s in self._shards]
+            stats = [s.call("online_stats", self._principal) for s in self._shards]
             out["online"]["entities"] = sum(s["views"].get(view, 0) for s in stats)
         return out
 
@@ -216,7 +256,7 @@ class FeaturesClient:
     def table_versions(self, views: list[str] | None = None) -> dict[str, int | None]:
         """``{view: current Delta version}``; pass it as ``as_of_versions`` to pin a training
         set to exactly these table versions."""
-        return self._main.call("table_versions", views)
+        return self._main.call("table_versions", self._principal, views)
 
     def compact(self, view: str) -> dict[str, Any]:
         """Merge the small files of a view's table and checkpoint its log."""
@@ -248,7 +288,7 @@ class FeaturesClient:
         def reserve(n: int) -> int:
             import ray
 
-            return ray.get(handle.reserve_seq.remote(n))
+            return ray.get(handle.reserve_seq.remote(principal, n))
 
         def commit(files: list[dict[str, Any]], txn_id: str) -> int:
             # Idempotent per txn_id, so retrying across an actor restart is safe.
@@ -256,6 +296,7 @@ class FeaturesClient:
                 lambda: main.call("commit_files", view, files, txn_id, principal)
             )
 
+        sensitive = reg.sensitive_columns(fv)
         version, _ = run_ingest(
             to_dataset(data),
             fv,
@@ -264,6 +305,9 @@ class FeaturesClient:
             reserve_seq=reserve,
             commit=commit,
             txn_id=f"ingest-{uuid.uuid4().hex}",
+            max_future_skew=self._p.config.feature_store.max_future_skew,
+            tokenizer=self._tokenizer() if sensitive else None,
+            sensitive=sensitive,
         )
         if version < 0:  # nothing to write
             # an applied view always has its table (apply creates it before the definition)
@@ -290,6 +334,9 @@ class FeaturesClient:
                     column=missing[0],
                     rule="missing column",
                 )
+            sens = reg.sensitive_keys(fv)
+            if sens:  # shards hold entities by the hash of the stored key: the token
+                table = self._tokenizer().tokenize_table(table, sens)
             shard = hash_keys([table.column(k) for k in keys]) % np.uint64(len(self._shards))
             refs = []
             for i, actor in enumerate(self._shards):
@@ -334,7 +381,7 @@ class FeaturesClient:
                     value=name,
                     rule="online view",
                 )
-            state = self._main.call("materialization_state", name)
+            state = self._main.call("materialization_state", self._principal, name)
             since = None if full else state["version"]
             version, files = offline.files_since(self._p.storage, name, since)
             # the table exists at ``version``: files_since just read it there
@@ -358,12 +405,12 @@ class FeaturesClient:
                 shards=len(targets),
             )
             upserts = [
-                t.remote("online_upsert", name, refs[i], reg.serial)
+                t.remote("online_upsert", self._principal, name, refs[i], reg.serial)
                 for refs in groups
                 for i, t in enumerate(targets)
             ]
             rows = sum(call(upserts, timeout=600, actor="feature_store")) if upserts else 0
-            self._main.call("set_materialized", name, version)
+            self._main.call("set_materialized", self._principal, name, version)
             out.append(
                 {
                     "view": name,
@@ -459,6 +506,7 @@ class FeaturesClient:
             self._p.storage,
             timestamp_field=timestamp_field,
             num_partitions=num_partitions,
+            tokenizer=self._tokenizer() if pit.sensitive_entity_keys(reg, plan) else None,
         )
         ds.feature_versions = {v: s.version for v, s in scans.items()}
         return ds

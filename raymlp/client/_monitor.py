@@ -78,7 +78,7 @@ class MonitorClient:
 
     @property
     def _principal(self) -> dict[str, Any]:
-        return self._p.principal.model_dump(mode="json")
+        return self._p.caller.wire()
 
     # -- ingest --------------------------------------------------------------------------------
 
@@ -86,11 +86,11 @@ class MonitorClient:
         self, records: list[dict[str, Any]], *, source: str = "sdk", dropped: int = 0
     ) -> dict[str, Any]:
         """Append prediction records (all or nothing; durable on return)."""
-        return self._actor.call("log_predictions", records, source, dropped)
+        return self._actor.call("log_predictions", self._principal, records, source, dropped)
 
     def log_feedback(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Append labels ``{"request_id", "label", "ts"?}``; joined to predictions by id."""
-        return self._actor.call("log_feedback", records)
+        return self._actor.call("log_feedback", self._principal, records)
 
     def logger(
         self,
@@ -103,6 +103,7 @@ class MonitorClient:
         """A started :class:`PredictionLogger` that ships to this platform's monitor."""
         return PredictionLogger(
             self._actor,
+            credential=self._p.caller,
             source=source,
             capacity=capacity,
             batch_size=batch_size,
@@ -142,7 +143,7 @@ class MonitorClient:
 
     def evaluate(self) -> dict[str, Any]:
         """Evaluate rules and canaries now (the actor also does it periodically)."""
-        return self._actor.call("evaluate")
+        return self._actor.call("evaluate", self._principal)
 
     def apply_config(
         self, config: str | Path | dict[str, Any] | MonitoringConfig
@@ -162,14 +163,14 @@ class MonitorClient:
 
     def metrics(self, model: str | None = None) -> dict[str, list[dict[str, Any]]]:
         """Current gauge values of ``model`` (all models if None)."""
-        return self._actor.call("gauges", model)
+        return self._actor.call("gauges", self._principal, model)
 
     def metrics_url(self) -> str:
         """The monitor's Prometheus endpoint (``http://host:port/metrics``)."""
-        return self._actor.call("metrics_url")
+        return self._actor.call("metrics_url", self._principal)
 
     def metrics_text(self) -> str:
-        return self._actor.call("metrics_text")
+        return self._actor.call("metrics_text", self._principal)
 
     def signal(
         self, metric: str, window: str | float = "5m", by: list[str] | None = None
@@ -178,19 +179,19 @@ class MonitorClient:
         window_s = (
             window if isinstance(window, int | float) else parse_duration(window).total_seconds()
         )
-        return self._actor.call("signal", metric, float(window_s), by)
+        return self._actor.call("signal", self._principal, metric, float(window_s), by)
 
     # -- canaries --------------------------------------------------------------------------------
 
     def canary(self, model: str | None = None) -> list[dict[str, Any]]:
         """Canary runs the monitor drives (status, weight, step, decisions)."""
-        return self._actor.call("canary_status", model)
+        return self._actor.call("canary_status", self._principal, model)
 
     def set_traffic_controller(self, fn: Callable[..., Any] | None) -> None:
         """Replace how canary weight changes are applied:
         ``fn(model, *, canary_version, canary_weight, reason)`` (None: registry set_traffic).
         ``fn`` is pickled into the monitor actor."""
-        self._actor.call("set_traffic_controller", fn)
+        self._actor.call("set_traffic_controller", self._principal, fn)
 
     def stats(self) -> dict[str, Any]:
-        return self._actor.call("stats")
+        return self._actor.call("stats", self._principal)

@@ -55,7 +55,7 @@ class RegistryClient(RegistryReader):
     retry_s: float = 60.0
 
     def __init__(self, platform: Platform) -> None:
-        super().__init__(RegistryRPC(platform.actor("registry"), platform.principal, self.retry_s))
+        super().__init__(RegistryRPC(platform.actor("registry"), platform.caller, self.retry_s))
         self._p = platform
         self._watcher: RegistryWatcher | None = None
         self._watcher_lock = threading.Lock()

@@ -44,6 +44,7 @@ __all__ = [
     "MODEL_NAME_RE",
     "ALIAS_RE",
     "IMPORT_PATH_RE",
+    "full_match",
     "ImportPath",
     "load_yaml",
     "load_config",
@@ -111,26 +112,34 @@ def hash_api_key(key: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Naming rules: the one definition (raymlp.registry.names uses these too). ``re.match`` with
-# ``$`` lets one trailing newline through ("abc\n" passes); kept exactly as it always was.
+# Naming rules: the one definition (raymlp.registry.names uses these too). Every pattern is
+# anchored with ``\A``/``\Z``: ``$`` also matches before a trailing newline, so ``"abc\n"``
+# would pass a ``^...$`` pattern under ``re.match``. With ``\Z`` a caller that still uses
+# ``.match`` is safe too; checks here use :func:`full_match` (``re.fullmatch``).
 # ---------------------------------------------------------------------------------------------
 
 #: Platform names: tenants, principals, Serve applications, output tables, streams.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9_\-]{0,62}\Z")
 #: Registered model names (and experiment names): 1-128 chars, '.' allowed.
-MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,127}$")
+MODEL_NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9_.\-]{0,127}\Z")
 #: Registry aliases: start with a letter, so an alias never reads as a version number.
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,62}$")
+ALIAS_RE = re.compile(r"\A[a-z][a-z0-9_\-]{0,62}\Z")
 
 _NAME_RE = NAME_RE
 
 #: The format of an import path written in a config: ``package.module:attr`` (resolved later by
 #: ``raymlp._private.importing.resolve_import_path``, never at load time).
-IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+IMPORT_PATH_RE = re.compile(r"\A[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
+
+
+def full_match(pattern: re.Pattern[str], value: object) -> bool:
+    """Whether ``value`` is a string that ``pattern`` matches as a whole (never a prefix, never
+    with a trailing newline)."""
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
 def _check_import_path(value: str) -> str:
-    if not IMPORT_PATH_RE.match(value):
+    if not full_match(IMPORT_PATH_RE, value):
         raise ValueError(f"{value!r} is not an import path (rule: 'package.module:name')")
     return value
 
@@ -140,7 +149,7 @@ ImportPath = Annotated[str, AfterValidator(_check_import_path)]
 
 
 def _check_name(value: str, what: str) -> str:
-    if not NAME_RE.match(value):
+    if not full_match(NAME_RE, value):
         raise ValueError(
             f"{what} {value!r} is not a valid name "
             "(rule: 1-63 chars of a-z, 0-9, '_' or '-', starting with a letter or digit)"

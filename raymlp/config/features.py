@@ -3,7 +3,12 @@ on-demand views, and the same objects in Python.
 
 Names of entities, views and features become Delta column names and ``view__feature`` output
 columns, so they are plain identifiers: no leading ``_`` (reserved for internal columns such as
-``_seq``) and no ``__`` (the separator of output columns).
+``_seq``) and no ``__`` (the separator of output columns). Names are checked as a full match:
+a trailing newline, a control character or one character too many is refused.
+
+``sensitive: true`` on an entity (all its join keys) or on a string feature stores the values
+as keyed tokens (``tok_<hmac-sha256 hex>``, see :mod:`raymlp.features.tokenize`): the raw values
+never reach the offline (Delta) or online store, and lookups by raw value still work.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from raymlp.config._base import Duration, StrictModel
+from raymlp.config._base import Duration, StrictModel, full_match
 
 __all__ = [
     "FeatureDType",
@@ -31,12 +36,12 @@ FeatureDType = Literal["int32", "int64", "float32", "float64", "string", "bool",
 #: Value types of entity join keys.
 KeyDType = Literal["string", "int64"]
 
-_FEATURE_OBJECT_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_COLUMN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+_FEATURE_OBJECT_RE = re.compile(r"\A[a-z][a-z0-9_]{0,62}\Z")
+_COLUMN_RE = re.compile(r"\A[A-Za-z][A-Za-z0-9_]{0,127}\Z")
 
 
 def _check_feature_object_name(value: str, what: str) -> str:
-    if not _FEATURE_OBJECT_RE.match(value) or "__" in value:
+    if not full_match(_FEATURE_OBJECT_RE, value) or "__" in value:
         raise ValueError(
             f"{what} name {value!r} is not valid (rule: 1-63 chars of a-z, 0-9, '_', starting "
             "with a letter, no '__')"
@@ -45,7 +50,7 @@ def _check_feature_object_name(value: str, what: str) -> str:
 
 
 def _check_column_name(value: str, what: str) -> str:
-    if not _COLUMN_RE.match(value) or "__" in value:
+    if not full_match(_COLUMN_RE, value) or "__" in value:
         raise ValueError(
             f"{what} {value!r} is not a valid column name (rule: letters, digits and '_', "
             "starting with a letter, no '__')"
@@ -59,6 +64,7 @@ class Entity(StrictModel):
     Example::
 
         Entity(name="customer", join_keys=["customer_id"])
+        Entity(name="card", join_keys=["card_number"], sensitive=True)  # stored as tokens
     """
 
     name: str = Field(description="Unique entity name.")
@@ -68,6 +74,13 @@ class Entity(StrictModel):
     value_type: KeyDType = Field(
         "string", description="Type of every join key column: string or int64."
     )
+    sensitive: bool = Field(
+        False,
+        description=(
+            "Store the join keys as keyed tokens (HMAC-SHA256), never raw; lookups by raw value "
+            "still work. Needs value_type string."
+        ),
+    )
     description: str = Field("", description="Free text.")
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form labels.")
 
@@ -75,6 +88,15 @@ class Entity(StrictModel):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_feature_object_name(v, "entity")
+
+    @model_validator(mode="after")
+    def _sensitive_type(self) -> Entity:
+        if self.sensitive and self.value_type != "string":
+            raise ValueError(
+                f"entity {self.name!r} is sensitive with value_type {self.value_type!r} "
+                "(rule: sensitive join keys are strings, since they are stored as tokens)"
+            )
+        return self
 
     @field_validator("join_keys")
     @classmethod
@@ -93,12 +115,28 @@ class FeatureField(StrictModel):
     dtype: FeatureDType = Field(
         description="int32, int64, float32, float64, string, bool or timestamp (UTC)."
     )
+    sensitive: bool = Field(
+        False,
+        description=(
+            "Store the values as keyed tokens (HMAC-SHA256), never raw (dtype string only; "
+            "feature views only)."
+        ),
+    )
     description: str = Field("", description="Free text.")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_column_name(v, "feature")
+
+    @model_validator(mode="after")
+    def _sensitive_type(self) -> FeatureField:
+        if self.sensitive and self.dtype != "string":
+            raise ValueError(
+                f"feature {self.name!r} is sensitive with dtype {self.dtype!r} (rule: sensitive "
+                "features are strings, since they are stored as tokens)"
+            )
+        return self
 
 
 def _unique_fields(fields: list[FeatureField], where: str) -> None:
@@ -235,6 +273,12 @@ class OnDemandFeatureView(StrictModel):
     def _columns(self) -> OnDemandFeatureView:
         _unique_fields(self.features, f"on-demand view {self.name!r}")
         _unique_fields(self.request_schema, f"request_schema of {self.name!r}")
+        marked = [f.name for f in [*self.features, *self.request_schema] if f.sensitive]
+        if marked:
+            raise ValueError(
+                f"on-demand view {self.name!r} marks {marked!r} sensitive (rule: only stored "
+                "features and join keys are tokenized; an on-demand view stores nothing)"
+            )
         return self
 
 

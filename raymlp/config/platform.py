@@ -149,6 +149,22 @@ class FeatureStoreSettings(StrictModel):
     online_shards: int = Field(
         1, ge=1, le=256, description="Online store shards (one actor each, keyed by entity hash)."
     )
+    max_future_skew: Duration = Field(
+        timedelta(minutes=5),
+        description=(
+            "How far into the future an event timestamp may lie (clock skew between writers) "
+            "before push and ingest refuse the rows, e.g. '5m'."
+        ),
+    )
+
+    @field_validator("max_future_skew")
+    @classmethod
+    def _skew(cls, v: timedelta) -> timedelta:
+        if v < timedelta(0) or v > timedelta(days=1):
+            raise ValueError(
+                f"max_future_skew {v!r} is out of range (rule: between 0 and 1 day)"
+            )
+        return v
 
 
 # --- registry ---
@@ -217,6 +233,36 @@ class RegistrySettings(StrictModel):
         ge=10,
         description="Event-table commits between compaction + checkpoint (keeps replay fast).",
     )
+    max_unapproved_canary_weight: float = Field(
+        10.0,
+        ge=0,
+        le=100,
+        description=(
+            "Highest canary weight (percent) a version may get before the approval policy of "
+            "the model's protected aliases has approved it; more is a promotion (refused with "
+            "permission_denied, rule max_unapproved_canary_weight). Shadows are not limited."
+        ),
+    )
+    model_factory_modules: list[str] = Field(
+        default_factory=lambda: ["raymlp", "torch.nn"],
+        description=(
+            "Modules a model.json factory may come from (a module and its submodules, e.g. "
+            "'raymlp' allows 'raymlp.training.models:tabular_mlp'). Registration and every "
+            "load refuse any other factory before importing it. Add your own model package "
+            "here."
+        ),
+    )
+
+    @field_validator("model_factory_modules")
+    @classmethod
+    def _factory_modules(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", m):
+                raise ValueError(
+                    f"model_factory_modules entry {m!r} is not a module name (rule: dotted "
+                    "identifiers, e.g. 'mypkg.models')"
+                )
+        return v
 
 
 class MonitorSettings(StrictModel):
@@ -231,6 +277,14 @@ class MonitorSettings(StrictModel):
     monitoring: MonitoringConfig = Field(
         default_factory=MonitoringConfig,
         description="Inline monitoring config (filled from config_file when that is set).",
+    )
+    principal: str = Field(
+        "monitor",
+        description=(
+            "Service principal (no API key) the monitor acts as towards the registry and the "
+            "feature store, e.g. when it advances or rolls back a canary. With auth on it must be "
+            "in auth.principals."
+        ),
     )
     metrics_host: str = Field("127.0.0.1", description="Bind address of the Prometheus endpoint.")
     metrics_port: int = Field(
@@ -344,7 +398,22 @@ class AuthConfig(StrictModel):
         description="Known principals. Empty: auth is off and every caller is a local admin.",
     )
     default_principal: str | None = Field(
-        None, description="Principal the CLI/SDK acts as when no API key is given."
+        None,
+        description=(
+            "Service principal (one without an API key) the CLI/SDK acts as when no API key is "
+            "given; only where the platform secret is readable (on the cluster)."
+        ),
+    )
+    secret_file: str | None = Field(
+        None,
+        description=(
+            "File holding the platform secret that service tokens are signed with. Default: "
+            "$RAYMLP_PLATFORM_SECRET, else <storage root>/_platform/secret (created by "
+            "`raymlp up`, mode 0600)."
+        ),
+    )
+    token_ttl_s: float = Field(
+        900.0, gt=0, le=86400, description="Lifetime of a service token, in seconds."
     )
 
     @model_validator(mode="after")

@@ -33,6 +33,8 @@ __all__ = [
     "ServeBatching",
     "ServeAutoscaling",
     "ServeDeploymentOptions",
+    "ServeRates",
+    "ServeRateLimit",
     "ServeGatewaySettings",
     "ServeModelServerSettings",
     "ServeFallbackServerSettings",
@@ -292,13 +294,87 @@ class ServeDeploymentOptions(StrictModel):
         return self
 
 
+class ServeRates(StrictModel):
+    """Token-bucket rates of one tenant: sustained rates and bucket sizes (bursts)."""
+
+    requests_per_s: float = Field(
+        100.0, gt=0, description="Sustained HTTP requests per second per tenant."
+    )
+    requests_burst: float = Field(
+        200.0, ge=1, description="Requests a tenant may send at once (bucket size)."
+    )
+    instances_per_s: float = Field(
+        2000.0,
+        gt=0,
+        description="Sustained instances per second per tenant (a batch of n counts n).",
+    )
+    instances_burst: float = Field(
+        4000.0,
+        ge=1,
+        description="Instances a tenant may send at once (at least the largest batch allowed).",
+    )
+
+
+class ServeRateLimit(ServeRates):
+    """Per-tenant rate limits of the gateway (token buckets, one pair per tenant and gateway
+    replica): a request beyond them answers 429 with ``Retry-After``. Off by default; the rates
+    here apply to every tenant not listed in ``tenants``.
+
+    Example (YAML)::
+
+        rate_limit:
+          enabled: true
+          requests_per_s: 50
+          tenants: {globex: {requests_per_s: 5, requests_burst: 10}}
+    """
+
+    enabled: bool = Field(False, description="Enforce the limits.")
+    tenants: dict[str, ServeRates] = Field(
+        default_factory=dict, description="Tenant name -> its own rates (instead of these)."
+    )
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, v: dict[str, ServeRates]) -> dict[str, ServeRates]:
+        for name in v:
+            _check_name(name, "tenant name")
+        return v
+
+    def rates(self, tenant: str | None) -> ServeRates:
+        """The rates of ``tenant`` (its own, else the defaults)."""
+        return self.tenants.get(tenant or "", self)
+
+
 class ServeGatewaySettings(ServeDeploymentOptions):
     """The ``Gateway`` ingress deployment."""
 
     max_inflight: int = Field(
         1024,
         ge=1,
-        description="Prediction requests in flight per gateway replica before it answers 429.",
+        description="Instances (a single prediction counts 1, a batch its size) in flight per "
+        "gateway replica before it answers 429.",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest request body accepted, bytes; a larger one answers 413.",
+    )
+    max_instances_per_request: int = Field(
+        1000,
+        ge=1,
+        le=10_000,
+        description="Most instances in one POST /v1/predictions:batch; more answers 422.",
+    )
+    rate_limit: ServeRateLimit = Field(
+        default_factory=ServeRateLimit, description="Per-tenant rate limits (off by default)."
+    )
+    feedback_window: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description="Request ids per gateway replica that accept feedback (the most recent "
+        "answered ones); feedback for an older or unknown id answers 404.",
     )
     routing_header: str = Field(
         "X-Routing-Key",
@@ -316,6 +392,22 @@ class ServeGatewaySettings(ServeDeploymentOptions):
         if not _HEADER_RE.match(v):
             raise ValueError(f"routing_header {v!r} is not a header name (rule: [A-Za-z0-9-]+)")
         return v
+
+    @model_validator(mode="after")
+    def _burst_fits_a_batch(self) -> ServeGatewaySettings:
+        rl = self.rate_limit
+        if not rl.enabled:
+            return self
+        for where, rates in [("rate_limit", rl)] + [
+            (f"rate_limit.tenants.{t}", r) for t, r in rl.tenants.items()
+        ]:
+            if rates.instances_burst < self.max_instances_per_request:
+                raise ValueError(
+                    f"{where}.instances_burst {rates.instances_burst!r} is below "
+                    f"max_instances_per_request {self.max_instances_per_request!r} (rule: the "
+                    "bucket must hold the largest batch allowed, or that batch could never pass)"
+                )
+        return self
 
 
 class ServeModelServerSettings(ServeDeploymentOptions):

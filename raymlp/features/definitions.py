@@ -25,8 +25,15 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from raymlp.config import Entity, FeatureField, FeatureRepo, FeatureView, OnDemandFeatureView
-from raymlp.errors import ConflictError, NotFoundError, StorageError, ValidationError
+from raymlp.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    StorageError,
+    ValidationError,
+)
 from raymlp.features.dtypes import output_column
+from raymlp.features.tokenize import sensitive_columns, sensitive_keys
 from raymlp.storage import Storage
 
 __all__ = [
@@ -228,6 +235,20 @@ class FeatureRegistry:
         fv = self.view(view) if isinstance(view, str) else view
         return _keys_of(fv, {n: self.entity(n) for n in fv.entities})
 
+    def sensitive_keys(self, view: str | FeatureView) -> list[str]:
+        """Join key columns of a view stored as tokens (its sensitive entities' keys)."""
+        fv = self.view(view) if isinstance(view, str) else view
+        return sensitive_keys(fv, {n: self.entity(n) for n in fv.entities})
+
+    def sensitive_columns(self, view: str | FeatureView) -> list[str]:
+        """Every column of a view stored as tokens: sensitive join keys and features."""
+        fv = self.view(view) if isinstance(view, str) else view
+        return sensitive_columns(fv, {n: self.entity(n) for n in fv.entities})
+
+    def tenant_of(self, kind: Kind, name: str) -> str:
+        """The tenant that owns an object (the tenant of whoever created it)."""
+        return str(self.record(kind, name)["tenant"])
+
     def plan_retrieval(self, features: list[str]) -> RetrievalPlan:
         """Resolve feature references (unknown view or feature -> NotFoundError)."""
         if not features:
@@ -307,6 +328,7 @@ class FeatureRegistry:
         force: bool = False,
         applied_by: str = "unknown",
         tenant: str = "default",
+        admin: bool = False,
         table_schemas: dict[str, dict[str, str]] | None = None,
         now: float | None = None,
     ) -> ApplyPlan:
@@ -314,7 +336,14 @@ class FeatureRegistry:
 
         Objects absent from ``repo`` are left as they are (apply is additive). Incompatible
         changes (a view's join keys, key types or timestamp field; a feature's dtype, also
-        against a column still present in the table) raise ConflictError unless ``force``.
+        against a column still present in the table; what is ``sensitive``) raise
+        ConflictError unless ``force``.
+
+        Every object belongs to the tenant that created it. Unless ``admin``, PermissionDenied
+        is raised (nothing changes) when ``tenant`` would change another tenant's entity,
+        feature view or on-demand view (``force`` or not), define a view on another tenant's
+        entity, an on-demand view on another tenant's view, or (by changing its own entity's
+        keys) replace another tenant's view.
 
         Args:
             table_schemas: for views with a Delta table, ``{column: type-string}`` of the table
@@ -327,9 +356,47 @@ class FeatureRegistry:
         entities = {n: self.entity(n) for n in self.names("entity")}
         entities.update({e.name: e for e in repo.entities})
 
+        def owned(kind: Kind, name: str, ch: Change | None = None) -> None:
+            """Refuse a change to an object of another tenant (``ch``: the change, when it is
+            known; None: any use of the object)."""
+            if admin or name not in self._records[kind]:
+                return
+            if ch is not None and ch.action == "unchanged":
+                return
+            owner = self.tenant_of(kind, name)
+            if owner != tenant:
+                label = kind.replace("_", " ")
+                doing = "change" if ch is not None else "build on"
+                raise PermissionDeniedError(
+                    f"{label} {name!r} belongs to tenant {owner!r}: tenant {tenant!r} may not "
+                    f"{doing} it (rule: entities, feature views and on-demand views are owned "
+                    "by their tenant; only it, or an admin, changes or builds on them)",
+                    principal=applied_by,
+                    action="apply",
+                    kind=kind,
+                    name=name,
+                    owner_tenant=owner,
+                    tenant=tenant,
+                    rule="tenant-owned",
+                )
+
         for ent in repo.entities:
-            changes.append(new._put("entity", ent, "", applied_by, tenant, now))
+            ch = new._put("entity", ent, "", applied_by, tenant, now)
+            owned("entity", ent.name, ch)
+            changes.append(ch)
+
+        def differs(kind: Kind, obj: Any) -> Change | None:
+            """A stand-in change when ``obj`` differs from the stored object of that name."""
+            old = self._records[kind].get(obj.name)
+            if old is not None and old["definition"] != _definition(obj):
+                return Change(kind, obj.name, "updated", old["version"])
+            return None
+
         for fv in repo.feature_views:
+            # The view's own owner first, so the refusal names what was to be changed.
+            owned("feature_view", fv.name, differs("feature_view", fv))
+            for e in fv.entities:
+                owned("entity", e)
             missing = [e for e in fv.entities if e not in entities]
             if missing:
                 raise NotFoundError(
@@ -362,13 +429,18 @@ class FeatureRegistry:
                 changes.append(ch)
                 continue
             prev = self.view(fv.name)
+            old_entities = entities | _old_entities(self)
             problems, added = _view_diff(
                 prev,
                 fv,
-                _keys_of(prev, entities | _old_entities(self)),
+                _keys_of(prev, old_entities),
                 keys,
                 table_schemas.get(fv.name, {}),
             )
+            old_sens = sensitive_keys(prev, old_entities)
+            new_sens = sensitive_keys(fv, entities)
+            if old_sens != new_sens:
+                problems.append(f"sensitive join keys {old_sens} -> {new_sens}")
             if problems and not force:
                 raise ConflictError(
                     f"feature view {fv.name!r}: incompatible change: {problems[0]} "
@@ -386,6 +458,7 @@ class FeatureRegistry:
                 now,
                 forced=bool(problems),
             )
+            owned("feature_view", fv.name, ch)
             if problems:
                 ch.table_op = "replace"
             elif added:
@@ -395,12 +468,14 @@ class FeatureRegistry:
         views = {n: self.view(n) for n in self.names("feature_view")}
         views.update({v.name: v for v in repo.feature_views})
         for od in repo.on_demand_feature_views:
+            owned("on_demand_feature_view", od.name, differs("on_demand_feature_view", od))
             if od.name in views:
                 raise ConflictError(
                     f"{od.name!r} is already a feature view (rule: unique)", name=od.name
                 )
             for src in od.sources:
                 ref = parse_ref(src)
+                owned("feature_view", ref.view)
                 if ref.view not in views:
                     raise NotFoundError(
                         f"on-demand view {od.name!r}: source view {ref.view!r} is not defined",
@@ -414,14 +489,20 @@ class FeatureRegistry:
                         kind="feature",
                         name=src,
                     )
-            changes.append(new._put("on_demand_feature_view", od, "", applied_by, tenant, now))
+            ch = new._put("on_demand_feature_view", od, "", applied_by, tenant, now)
+            owned("on_demand_feature_view", od.name, ch)
+            changes.append(ch)
 
         # Existing views whose entity changed keys: incompatible like a key change in the view.
         for ent in repo.entities:
             if ent.name not in self._records["entity"]:
                 continue
             before = self.entity(ent.name)
-            if (before.join_keys, before.value_type) == (ent.join_keys, ent.value_type):
+            if (before.join_keys, before.value_type, before.sensitive) == (
+                ent.join_keys,
+                ent.value_type,
+                ent.sensitive,
+            ):
                 continue
             users = [
                 n
@@ -431,12 +512,16 @@ class FeatureRegistry:
             ]
             if users and not force:
                 raise ConflictError(
-                    f"entity {ent.name!r}: changing join keys/type from "
-                    f"{before.join_keys}/{before.value_type} to {ent.join_keys}/{ent.value_type} "
-                    f"breaks views {users!r} (rule: keys cannot change; use --force)",
+                    f"entity {ent.name!r}: changing join keys/type/sensitive from "
+                    f"{before.join_keys}/{before.value_type}/{before.sensitive} to "
+                    f"{ent.join_keys}/{ent.value_type}/{ent.sensitive} breaks views {users!r} "
+                    "(rule: keys cannot change; use --force)",
                     entity=ent.name,
                     views=users,
                 )
+            for n in users:
+                # Forcing empties the users' tables: never another tenant's.
+                owned("feature_view", n, Change("feature_view", n, "replaced", 0))
             for n in users:
                 ch = new._put(
                     "feature_view",
@@ -464,7 +549,7 @@ class FeatureRegistry:
         *,
         forced: bool = False,
     ) -> Change:
-        definition = obj.model_dump(mode="json", by_alias=True)
+        definition = _definition(obj)
         recs = self._records[kind]
         old = recs.get(obj.name)
         self._cache.pop((kind, obj.name), None)
@@ -498,6 +583,19 @@ class FeatureRegistry:
             "history": history,
         }
         return Change(kind, obj.name, action, version, detail)
+
+
+def _definition(obj: BaseModel) -> dict[str, Any]:
+    """An object as stored: ``sensitive: false`` (the default) is left out, so definitions
+    stored before the flag existed compare equal to the same objects applied again."""
+    d = obj.model_dump(mode="json", by_alias=True)
+    if d.get("sensitive") is False:
+        del d["sensitive"]
+    for key in ("schema", "request_schema"):
+        for f in d.get(key) or []:
+            if f.get("sensitive") is False:
+                del f["sensitive"]
+    return d
 
 
 def _old_entities(reg: FeatureRegistry) -> dict[str, Entity]:
@@ -539,11 +637,17 @@ def _view_diff(
     if old.timestamp_field != new.timestamp_field:
         problems.append(f"timestamp_field {old.timestamp_field!r} -> {new.timestamp_field!r}")
     old_types = {f.name: f.dtype for f in old.features}
+    old_sensitive = {f.name: f.sensitive for f in old.features}
     added: list[tuple[str, str]] = []
     for f in new.features:
         before = old_types.get(f.name) or table_columns.get(f.name)
         if before is not None and before != f.dtype:
             problems.append(f"feature {f.name!r} dtype {before} -> {f.dtype}")
+        elif f.name in old_sensitive and old_sensitive[f.name] != f.sensitive:
+            # Tokens and raw values in one column would never match each other.
+            problems.append(
+                f"feature {f.name!r} sensitive {old_sensitive[f.name]} -> {f.sensitive}"
+            )
         elif f.name not in table_columns and f.name not in old_types:
             added.append((f.name, f.dtype))
     return problems, added

@@ -22,8 +22,9 @@ import json
 import os
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -33,6 +34,9 @@ from raymlp.features import offline
 from raymlp.features.dtypes import SEQ_COLUMN
 from raymlp.features.validation import check_schema, conform
 from raymlp.storage import Storage
+
+if TYPE_CHECKING:
+    from raymlp.features.tokenize import Tokenizer
 
 __all__ = ["to_dataset", "ingest", "with_seq"]
 
@@ -92,11 +96,21 @@ def ingest(
     reserve_seq: Callable[[int], int],
     commit: Callable[[list[dict[str, Any]], str], int],
     txn_id: str | None = None,
+    max_future_skew: timedelta | None = None,
+    tokenizer: Tokenizer | None = None,
+    sensitive: list[str] | None = None,
 ) -> tuple[int, int]:
     """Validate and append ``ds`` to the view's table; returns ``(version, rows)``.
 
-    Raises SchemaError (nothing committed, no file left behind) on the first bad block.
+    Raises SchemaError / ValidationError (nothing committed, no file left behind) on the first
+    bad block: see :func:`~.validation.conform` (``max_future_skew`` bounds event times).
+    ``sensitive`` columns are tokenized with ``tokenizer`` before any file is written, so raw
+    values never reach the table.
     """
+    sensitive = list(sensitive or [])
+    if sensitive and tokenizer is None:
+        raise ValueError("sensitive columns need a tokenizer")
+    tok = tokenizer if sensitive else None
     txn_id = txn_id or f"ingest-{uuid.uuid4().hex}"
     schema = ds.schema()
     base = getattr(schema, "base_schema", schema)
@@ -107,9 +121,11 @@ def ingest(
     name, ts_field = view.name, view.timestamp_field
 
     def write_block(batch: pa.Table) -> pa.Table:
-        table = conform(batch, view, keys)
+        table = conform(batch, view, keys, max_future_skew=max_future_skew)
         if table.num_rows == 0:
             return pa.table({"file": pa.array([], pa.string())})
+        if tok is not None:
+            table = tok.tokenize_table(table, sensitive)
         table = with_seq(table, reserve_seq(table.num_rows), seq_pos)
         meta = offline.write_data_file(storage, name, table, prefix, ts_field)
         return pa.table({"file": [json.dumps(meta)]})

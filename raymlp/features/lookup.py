@@ -7,6 +7,11 @@ Example::
     key_cols, key_sets = entity_keys(plan, [{"customer_id": "c1"}])
     views = <actor>.online_read(key_sets, plan.requests, serial)["views"]
     rows = assemble(plan, views, key_cols, [{"customer_id": "c1"}])
+
+Join keys of sensitive entities are stored as tokens: with a ``tokenizer`` the key sets carry
+the tokens of the raw values the rows hold (the result rows keep the caller's raw values).
+Without one, the feature store actor tokenizes raw keys itself; only shard routing (which
+hashes the stored key) needs the tokens here.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from raymlp.features.dtypes import arrow_type, output_column
 from raymlp.features.hashing import hash_keys
 from raymlp.features.ondemand import run_on_demand
 from raymlp.features.online import STATUS_NAMES
+from raymlp.features.tokenize import Tokenizer
 
 __all__ = ["OnlinePlan", "StatusMap", "entity_keys", "route", "merge", "assemble"]
 
@@ -49,11 +55,19 @@ class OnlinePlan:
     key set, so the keys travel once.
     """
 
-    def __init__(self, reg: FeatureRegistry, features: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        reg: FeatureRegistry,
+        features: tuple[str, ...],
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
         self.plan: RetrievalPlan = reg.plan_retrieval(list(features))
         self.key_sets: list[list[tuple[str, str]]] = []
         self.requests: list[tuple[str, list[str], int]] = []
         self.dtypes: dict[str, str] = {}
+        self.tokenizer = tokenizer
+        #: Join key columns stored as tokens (those of sensitive entities).
+        self.sensitive: set[str] = set()
         for view, feats in self.plan.views.items():
             fv = reg.view(view)
             if not fv.online:
@@ -64,6 +78,7 @@ class OnlinePlan:
                     rule="online view",
                 )
             keys = reg.key_columns(fv)
+            self.sensitive.update(reg.sensitive_keys(fv))
             if keys not in self.key_sets:
                 self.key_sets.append(keys)
             self.requests.append((view, feats, self.key_sets.index(keys)))
@@ -81,10 +96,13 @@ def num_rows(entity_rows: Any) -> int:
 
 def entity_keys(plan: OnlinePlan, entity_rows: Any) -> tuple[dict[str, list[Any]], list[Any]]:
     """``(key columns by name, one key list per key set)``; keys are cast to the key type
-    (a string key given as 12345 looks up "12345")."""
+    (a string key given as 12345 looks up "12345"), and sensitive keys become their tokens in
+    the key sets when the plan has a tokenizer (the key columns keep the raw values)."""
     columnar = isinstance(entity_rows, Mapping)
     key_sets: list[Any] = []
     key_cols: dict[str, list[Any]] = {}
+    stored: dict[str, list[Any]] = {}
+    tok = plan.tokenizer
     for keys in plan.key_sets:
         cols = []
         for k, dtype in keys:
@@ -100,14 +118,52 @@ def entity_keys(plan: OnlinePlan, entity_rows: Any) -> tuple[dict[str, list[Any]
                         rule="missing column",
                     ) from None
                 caster = str if dtype == "string" else int
-                key_cols[k] = [v if type(v) is caster else caster(v) for v in raw]
-            cols.append(key_cols[k])
+                try:
+                    key_cols[k] = [v if type(v) is caster else caster(v) for v in raw]
+                    if caster is int and any(not _INT64[0] <= v <= _INT64[1] for v in key_cols[k]):
+                        raise OverflowError(k)
+                except (TypeError, ValueError, OverflowError):
+                    bad = next(v for v in raw if not _castable(v, caster))
+                    raise ValidationError(
+                        f"entity rows: join key {k!r} value {bad!r} is not a {dtype} "
+                        f"(rule: join keys of type {dtype})",
+                        field=k,
+                        value=repr(bad),
+                        rule=f"{dtype} join key",
+                    ) from None
+                stored[k] = (
+                    tok.tokens(key_cols[k])
+                    if tok is not None and k in plan.sensitive
+                    else key_cols[k]
+                )
+            cols.append(stored[k])
         key_sets.append(cols[0] if len(cols) == 1 else list(zip(*cols)))
     return key_cols, key_sets
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _castable(v: Any, caster: type) -> bool:
+    try:
+        out = caster(v)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return caster is not int or _INT64[0] <= out <= _INT64[1]
+
+
 def route(plan: OnlinePlan, key_sets: list[Any], shards: int) -> list[tuple[list, list]]:
     """Per shard: ``(row positions per key set, the key sets restricted to them)``."""
+    if plan.sensitive and plan.tokenizer is None and shards > 1:
+        # Shards hold entities by the hash of the stored key (the token): routing raw values
+        # would ask the wrong shard and read "not found".
+        raise ValidationError(
+            f"join keys {sorted(plan.sensitive)!r} are sensitive and the lookup has no "
+            "tokenizer (rule: sharded lookups of sensitive keys tokenize before routing)",
+            field="features",
+            value=sorted(plan.sensitive),
+            rule="tokenizer for sharded sensitive lookups",
+        )
     routes = []
     for ks, keys in zip(key_sets, plan.key_sets):
         cols = [ks] if len(keys) == 1 else [list(c) for c in zip(*ks)] if ks else [[]] * len(keys)

@@ -14,6 +14,10 @@ Plan (a hash-partitioned as-of join on Ray; nothing is collected on the driver):
    first. The last task of a partition runs the on-demand views and orders the columns.
 4. The partitions become the blocks of the returned ``ray.data.Dataset``.
 
+Join keys of sensitive entities are stored as tokens (:mod:`~raymlp.features.tokenize`), so the
+entity rows' raw values of those keys are tokenized in step 1, before anything is split or
+joined; the training set carries the tokens in those columns, never the raw values.
+
 Partitions are sized so that one task's share fits comfortably in a worker
 (``target_partition_bytes``); the object store spills what does not fit in memory, so the
 tables may be far larger than one worker.
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +36,7 @@ import pyarrow.dataset as pds
 import ray
 import ray.data
 
-from raymlp.errors import SchemaError
+from raymlp.errors import SchemaError, ValidationError
 from raymlp.features import offline
 from raymlp.features.asof import asof_join
 from raymlp.features.definitions import FeatureRegistry, RetrievalPlan
@@ -41,7 +45,10 @@ from raymlp.features.hashing import hash_keys
 from raymlp.features.ondemand import apply_on_demand
 from raymlp.storage import Storage
 
-__all__ = ["ViewScan", "historical_features", "check_entity_schema"]
+if TYPE_CHECKING:
+    from raymlp.features.tokenize import Tokenizer
+
+__all__ = ["ViewScan", "historical_features", "check_entity_schema", "sensitive_entity_keys"]
 
 #: Aim for partitions of about this many bytes in memory (entity + feature rows).
 TARGET_PARTITION_BYTES = 256 * 1024 * 1024
@@ -112,6 +119,27 @@ def check_entity_schema(
         )
 
 
+def sensitive_entity_keys(registry: FeatureRegistry, plan: RetrievalPlan) -> list[str]:
+    """Join key columns of the entity rows stored as tokens by the plan's views; a column that
+    one view stores as tokens and another raw is refused (its values could match only one)."""
+    sensitive: set[str] = set()
+    plain: set[str] = set()
+    for v in plan.views:
+        sens = set(registry.sensitive_keys(v))
+        sensitive |= sens
+        plain |= {k for k, _ in registry.key_columns(v) if k not in sens}
+    both = sorted(sensitive & plain)
+    if both:
+        raise ValidationError(
+            f"join key {both[0]!r} is sensitive in one requested view and not in another "
+            "(rule: a join key is tokenized in every view or in none)",
+            field="features",
+            value=both[0],
+            rule="consistent sensitive join keys",
+        )
+    return sorted(sensitive)
+
+
 def _prepare_entities(table: pa.Table, casts: list[tuple[str, pa.DataType]]) -> pa.Table:
     for col, typ in casts:
         i = table.schema.get_field_index(col)
@@ -141,11 +169,19 @@ def _returns(parts: list[pa.Table]) -> Any:
 
 @ray.remote(num_cpus=1)
 def _entity_split(
-    block: Any, casts: list[tuple[str, pa.DataType]], ts_field: str, keys: list[str], parts: int
+    block: Any,
+    casts: list[tuple[str, pa.DataType]],
+    ts_field: str,
+    keys: list[str],
+    parts: int,
+    tokenize: tuple[Tokenizer, list[str]] | None = None,
 ) -> Any:
     from ray.data.block import BlockAccessor
 
     table = _prepare_entities(BlockAccessor.for_block(block).to_arrow(), casts)
+    if tokenize is not None:
+        tokenizer, columns = tokenize
+        table = tokenizer.tokenize_table(table, columns)
     ts = table.column(ts_field)
     stats = {"rows": table.num_rows, "min": None, "max": None}
     if table.num_rows:
@@ -236,6 +272,7 @@ def historical_features(
     *,
     timestamp_field: str = "event_timestamp",
     num_partitions: int | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> Any:
     """Run the point-in-time join; returns a ``ray.data.Dataset`` (already computed).
 
@@ -245,10 +282,16 @@ def historical_features(
         scans: one :class:`ViewScan` per feature view of ``plan`` (the pinned versions).
         num_partitions: hash partitions (default: enough for ``TARGET_PARTITION_BYTES`` each,
             at least the cluster's CPU count).
+        tokenizer: tokenizes the entity rows' sensitive join keys (needed when a view has
+            any; see :func:`sensitive_entity_keys`).
     """
     all_keys: dict[str, str] = {}
     for v in plan.views:
         all_keys.update(dict(scans[v].keys))
+    sensitive = sensitive_entity_keys(registry, plan)
+    if sensitive and tokenizer is None:
+        raise ValueError(f"join keys {sensitive!r} are sensitive: a tokenizer is needed")
+    tokenize = (tokenizer, sensitive) if sensitive and tokenizer is not None else None
     request: list[tuple[str, str]] = [(f.name, f.dtype) for f in plan.request_fields]
     schema = entity_ds.schema()
     base = getattr(schema, "base_schema", schema)
@@ -289,7 +332,7 @@ def historical_features(
     # Each a list of parts + 1 ObjectRefs (num_returns > 1; Ray's stubs type a single ref).
     split_refs: list[Any] = [
         _entity_split.options(num_returns=parts + 1).remote(
-            r, casts, timestamp_field, first_keys, parts
+            r, casts, timestamp_field, first_keys, parts, tokenize
         )
         for r in entity_refs
     ]

@@ -169,6 +169,10 @@ class CanaryRun:
     last_verdict: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     steps: list[float] = field(default_factory=list)  # empty: the policy's
+    #: Why automatic advance is off for this run (the registry refused one), else None. A
+    #: blocked run is still analysed and rolled back on a regression; it only holds instead
+    #: of advancing, until the weight is changed by someone else (e.g. after an approval).
+    blocked: str | None = None
 
     def plan(self, policy: CanaryPolicy) -> list[float]:
         return self.steps or list(policy.steps)
@@ -256,6 +260,9 @@ class CanaryTracker:
         if decision == "advance" and not self.policy.auto_advance:
             decision = "hold"
             v.reasons.append("auto_advance is off: advance manually")
+        if decision == "advance" and run.blocked is not None:
+            decision = "hold"
+            v.reasons.append(f"advance blocked ({run.blocked}): advance after approval")
         if decision == "rollback":
             run.status = "rolled_back"
             run.weight = 0.0
@@ -293,6 +300,57 @@ class CanaryTracker:
             "changed": run.weight != previous or decision == "complete",
             "run": run.to_dict(),
         }
+
+    def block(
+        self,
+        model: str,
+        version: int,
+        previous_weight: float | None,
+        decision: str,
+        error: str,
+        now: float,
+    ) -> CanaryRun | None:
+        """A decision on ``model`` v``version`` was refused where it is applied (the registry
+        said no): an advance goes back to ``previous_weight`` (the weight still in force) and
+        the run is marked ``blocked`` (it holds instead of advancing). None if that run is not
+        tracked any more."""
+        run = self.runs.get(model)
+        if run is None or run.version != int(version):
+            return None
+        if decision == "advance" and previous_weight is not None:
+            run.weight = float(previous_weight)
+            run.step = self.step_for_weight(run.weight, run.plan(self.policy))
+        run.blocked = f"{decision} refused: {error}"
+        run.updated_at = now
+        entry = {
+            "ts": now,
+            "decision": "blocked",
+            "verdict": decision,
+            "weight": run.weight,
+            "previous_weight": previous_weight,
+            "reasons": [run.blocked],
+            "metrics": {},
+            "step": run.step,
+        }
+        run.last_verdict = entry
+        run.history.append(entry)
+        del run.history[:-_HISTORY]
+        return run
+
+    def unblock(self, model: str, weight: float, now: float) -> CanaryRun | None:
+        """Resume automatic advance of a blocked run whose weight someone else changed (the
+        registry now shows ``weight``); None when there is nothing to resume."""
+        run = self.runs.get(model)
+        if run is None or run.blocked is None or run.status != "running":
+            return None
+        if abs(float(weight) - run.weight) <= 1e-9:
+            return None
+        run.blocked = None
+        run.weight = float(weight)
+        run.step = self.step_for_weight(run.weight, run.plan(self.policy))
+        run.step_started_at = now
+        run.updated_at = now
+        return run
 
     def restore(self, runs: Iterable[Mapping[str, Any]]) -> None:
         """Rebuild from persisted runs (later entries of a model win)."""

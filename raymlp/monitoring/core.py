@@ -14,13 +14,14 @@ behaviour is testable in a unit test with a fake clock::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
 from raymlp.config import ModelMonitorSettings, MonitoringConfig, MonitorSettings
 from raymlp.monitoring.alerts import AlertEngine
 from raymlp.monitoring.canary import CanaryStats, CanaryTracker
+from raymlp.monitoring.directory import ModelDirectory
 from raymlp.monitoring.live_windows import FeedbackResult, IngestResult, TrafficState
 from raymlp.monitoring.prometheus import MonitorMetrics
 from raymlp.monitoring.reference import ReferenceProfile
@@ -54,6 +55,12 @@ class MonitorCore:
         metrics: Prometheus series to update (a private registry if None).
         freshness: () → {feature view: age in seconds}.
         traffic_lookup: model → the registry's traffic state (``canary_weight``...), or None.
+        directory: the registry's models and their tenants (:class:`ModelDirectory`). With
+            one, only records of registered model versions are admitted (:meth:`admit`) and a
+            model's tenant is the registry's; without one (unit tests, throwaway report cores)
+            every record is admitted and models have no tenant.
+        tenants: the configured tenant names; records naming another tenant are dropped by
+            :meth:`admit` (None: any tenant).
     """
 
     def __init__(
@@ -63,8 +70,12 @@ class MonitorCore:
         metrics: MonitorMetrics | None = None,
         freshness: Callable[[], Mapping[str, float]] | None = None,
         traffic_lookup: TrafficLookup | None = None,
+        directory: ModelDirectory | None = None,
+        tenants: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
+        self.directory = directory
+        self.tenants = frozenset(tenants) if tenants is not None else None
         self.config: MonitoringConfig = settings.monitoring
         self.metrics = metrics or MonitorMetrics()
         self.traffic_lookup = traffic_lookup
@@ -98,6 +109,33 @@ class MonitorCore:
 
     # -- ingest ----------------------------------------------------------------------------------
 
+    def tenant_of(self, model: str) -> str | None:
+        """The registry's tenant of ``model`` (None: not registered, or no directory)."""
+        return self.directory.tenant(model) if self.directory is not None else None
+
+    def admit(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records that may create monitoring state: those of registered model versions
+        and configured tenants. The others are counted in
+        ``raymlp_unknown_model_records_total{reason}`` (one series per reason, never one per
+        name) and dropped, so made-up names cannot grow the windows or the metrics."""
+        if self.directory is None and self.tenants is None:
+            return records
+        kept: list[dict[str, Any]] = []
+        unknown = {"unregistered_model": 0, "unknown_tenant": 0}
+        for r in records:
+            if self.tenants is not None and r["tenant"] not in self.tenants:
+                unknown["unknown_tenant"] += 1
+            elif self.directory is not None and not self.directory.admits(
+                r["model"], r["version"]
+            ):
+                unknown["unregistered_model"] += 1
+            else:
+                kept.append(r)
+        for reason, n in unknown.items():
+            if n:
+                self.metrics.unknown_records.labels(reason).inc(n)
+        return kept
+
     def ingest_predictions(
         self, records: list[dict[str, Any]], live: bool = True, now: float | None = None
     ) -> IngestResult:
@@ -107,6 +145,8 @@ class MonitorCore:
         if live:
             self.metrics.observe_batch(records)
             for (model, feat, kind), n in res.violations.items():
+                # a feature name comes from the request: bounded per model like error codes
+                feat = self.metrics.budget(("feature", model), feat)
                 self.metrics.violations.labels(model, feat, kind).inc(n)
             for model, n in res.feedback_joined.items():  # labels that waited for these
                 self.metrics.feedback.labels(model).inc(n)
@@ -122,6 +162,7 @@ class MonitorCore:
         return res
 
     def note_dropped(self, source: str, count: int, now: float, live: bool = True) -> None:
+        source = self.metrics.budget(("source",), source)  # a caller-chosen name: bounded
         self.state.note_dropped(source, count, now)
         if live and count > 0:
             self.metrics.log_dropped.labels(source).inc(count)
@@ -164,7 +205,10 @@ class MonitorCore:
             version = max(canaries)
             run = self.canary.runs.get(model)
             traffic = self._lookup_traffic(model)
-            weight = traffic.get("canary_weight")
+            # the registry's weight counts only for this very canary version (an empty traffic
+            # state reads weight 0 with no canary version)
+            same = str(traffic.get("canary_version")) == str(version)
+            weight = traffic.get("canary_weight") if same else None
             # a version already decided is analysed again only when someone re-enabled it
             # (the registry shows it as the canary with a weight again after a rollback)
             restart = bool(
@@ -175,6 +219,12 @@ class MonitorCore:
                 and (weight or 0) > 0
             )
             if run is not None and run.version == version and not restart:
+                if (
+                    run.blocked is not None
+                    and str(traffic.get("canary_version")) == str(version)
+                    and weight is not None
+                ):
+                    self.canary.unblock(model, float(weight), now)
                 continue
             stable = self.state.primary_version(model, now - CANARY_SEEN_WINDOW_S, now + 1)
             # the first step began with the first canary request (bucket resolution)
@@ -246,6 +296,31 @@ class MonitorCore:
         self.metrics.gauges.set(self.gauge_values(now))
         self.last_evaluated_at = now
         return {"transitions": transitions, "canary": canary}
+
+    def canary_refused(
+        self, action: Mapping[str, Any], error: str, now: float
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The traffic controller refused a canary decision for good (e.g. the registry's
+        ``max_unapproved_canary_weight`` for an unapproved version): an advance is undone
+        (the run stays at the weight it has and is ``blocked``: it is not advanced again until
+        someone changes the weight, e.g. after an approval) and a ``canary_blocked`` alert
+        fires. Returns (the run as a dict, the alert transition or None)."""
+        model, version = str(action["model"]), int(action["version"])
+        run = self.canary.block(
+            model, version, action.get("previous_weight"), action["decision"], error, now
+        )
+        self.metrics.canary_decisions.labels(model, "blocked").inc()
+        t = self.engine.fire(
+            "canary_blocked",
+            "warning",
+            {"model": model, "version": str(version)},
+            f"canary {action['decision']} of {model} v{version} to {action['weight']:g}% was "
+            f"refused: {error}",
+            now,
+            value=float(action["weight"]),
+            annotations={"decision": action["decision"], "error": error},
+        )
+        return (run.to_dict() if run is not None else None), t
 
     def gauge_values(self, now: float) -> dict[str, list[tuple[dict[str, str], float]]]:
         """The gauge snapshot at ``now``: ``{series name: [(labels, value), ...]}``."""
@@ -338,7 +413,7 @@ class MonitorCore:
         d = self.config.drift
         return MonitorReport(
             model=model,
-            tenant=st.tenants.get(model),
+            tenant=self.tenant_of(model),
             start=start,
             end=end,
             generated_at=time.time(),
@@ -399,6 +474,7 @@ class MonitorCore:
             and (a["resolved_at"] is None or a["resolved_at"] >= start)
         ]
         rep.source = "prediction_log"
+        rep.tenant = self.tenant_of(model)
         return rep
 
     # The wire forms: what the monitor actor returns to the SDK (and the CLI prints as JSON).

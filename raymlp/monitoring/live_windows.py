@@ -65,6 +65,7 @@ class FeedbackResult:
     matched: int = 0
     pending: int = 0
     duplicate: int = 0
+    mismatched: int = 0  # the label names another model than the request's: ignored
     by_model: dict[str, int] = field(default_factory=dict)
 
 
@@ -103,7 +104,6 @@ class TrafficState:
         self._index: OrderedDict[str, list[Any]] = OrderedDict()
         self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._profiles: dict[tuple[str, int], tuple[ReferenceProfile | None, float]] = {}
-        self.tenants: dict[str, str] = {}  # model -> tenant of its latest record
         self.records_ingested = 0
 
     # -- reference profiles --------------------------------------------------------------------
@@ -162,7 +162,6 @@ class TrafficState:
             perf_groups.setdefault((b, key), []).append(r)
             if r["version"] is not None:
                 feat_groups.setdefault((b, r["model"], r["version"]), []).append(r)
-            self.tenants[r["model"]] = r["tenant"]
             if r["route"] in RESPONSE_ROUTES:
                 self._track(r, b, res)
             self.records_ingested += 1
@@ -237,6 +236,8 @@ class TrafficState:
         while len(self._index) > self.max_tracked:
             self._index.popitem(last=False)
         fb = self._pending.pop(rid, None)
+        if fb is not None and fb.get("model") not in (None, r["model"]):
+            fb = None  # a label is bound to the model that answered the request
         if fb is not None:
             self._join(entry, fb)
             res.feedback_joined[r["model"]] = res.feedback_joined.get(r["model"], 0) + 1
@@ -259,6 +260,9 @@ class TrafficState:
                 continue
             if entry[7]:
                 res.duplicate += 1
+                continue
+            if fb.get("model") is not None and fb["model"] != entry[0]:
+                res.mismatched += 1  # a label is bound to the model that answered the request
                 continue
             self._join(entry, fb)
             res.matched += 1

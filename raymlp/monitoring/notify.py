@@ -1,5 +1,7 @@
 """Delivering alert transitions: to the log, to the registry's event stream (a callable the
-actor provides) and to webhooks (JSON POST, HMAC-signed, retried with backoff).
+actor provides) and to webhooks (JSON POST, HMAC-signed, retried with backoff). A webhook is
+always signed unless its config says ``insecure: true``; one whose secret variable is not set in
+the monitor's process is never sent unsigned (the delivery fails, is logged and counted).
 
 Deliveries run in the background behind bounded queues — one thread for the registry sink, one
 per webhook (the shared sender, :mod:`raymlp._private.webhooks`) — so a slow webhook never
@@ -38,7 +40,7 @@ class Notifier:
 
     Args:
         webhooks: endpoints (each filters by ``min_severity``). A hook whose secret env is
-            not set is delivered unsigned.
+            not set is not delivered (never unsigned); ``insecure: true`` hooks go unsigned.
         registry_sink: ``fn(transition)`` recording it in the registry event stream, or None.
         on_outcome: ``fn(channel, outcome)`` for metrics (outcome: ok | failed | dropped).
         queue_size: pending deliveries kept (per channel) before new ones are dropped (and
@@ -62,7 +64,7 @@ class Notifier:
             WebhookSender(
                 hook,
                 on_outcome=self._webhook_outcome,
-                require_secret=False,
+                require_secret=True,
                 queue_size=queue_size,
                 overflow="newest",
                 max_delay_s=_MAX_DELAY_S,
@@ -70,6 +72,9 @@ class Notifier:
             )
             for i, hook in enumerate(self.webhooks)
         ]
+        for hook in self.webhooks:
+            if getattr(hook, "insecure", False):
+                logger.warning("alert webhook %s is insecure: its deliveries are unsigned", hook.url)
         self.delivered: list[tuple[str, str, str]] = []  # (channel, alert id, transition)
         self._delivered_lock = threading.Lock()  # appended from every delivery thread
 

@@ -17,6 +17,7 @@ raymlp_prediction_log_rows_total                table
 raymlp_prediction_log_dropped_total             source
 raymlp_prediction_log_commit_seconds (hist.)    table
 raymlp_canary_decisions_total                   model, decision
+raymlp_unknown_model_records_total              reason (unregistered_model | unknown_tenant)
 raymlp_alert_notifications_total                channel, outcome
 raymlp_feature_drift_psi / _ks / _ks_pvalue /   model, feature
   _wasserstein / _js, raymlp_feature_drifted
@@ -38,19 +39,66 @@ raymlp_feedback_pending                         (none)
 The Ray mirror (:class:`RayMetricsMirror`) re-exports the key series through
 ``ray.util.metrics``; Ray's exporter prefixes them with ``ray_`` (``ray_raymlp_...``) and they
 appear in the dashboard's metrics view and Ray's own Prometheus/Grafana integration.
+
+**Bounded.** Every label value is bounded: ``model``/``version`` only name registered model
+versions and ``tenant`` a configured tenant (the monitor drops other records before they reach
+here, counting them in ``raymlp_unknown_model_records_total``); values a request chooses
+(an error ``code``, an unexpected ``feature`` name, a logger ``source``) keep at most
+:data:`LABEL_BUDGET` distinct values per model (per series for ``source``), the rest read
+``(other)``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-__all__ = ["GAUGES", "LATENCY_BUCKETS_S", "MonitorMetrics", "RayMetricsMirror", "GaugeSnapshot"]
+__all__ = [
+    "GAUGES",
+    "LABEL_BUDGET",
+    "LATENCY_BUCKETS_S",
+    "LabelBudget",
+    "MonitorMetrics",
+    "OTHER_LABEL",
+    "RayMetricsMirror",
+    "GaugeSnapshot",
+]
+
+#: Distinct caller-chosen values one label keeps per scope before they read :data:`OTHER_LABEL`.
+LABEL_BUDGET = 32
+OTHER_LABEL = "(other)"
+
+
+class LabelBudget:
+    """Caps the distinct values of a caller-chosen label per scope (a model, a series): the
+    first ``limit`` values seen are kept, later new ones become ``(other)``, so no input can
+    mint series without bound.
+
+    Example::
+
+        budget = LabelBudget(limit=2)
+        [budget(("code", "churn"), c) for c in ("a", "b", "c", "a")]  # a, b, (other), a
+    """
+
+    def __init__(self, limit: int = LABEL_BUDGET) -> None:
+        self.limit = limit
+        self._seen: dict[Hashable, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, scope: Hashable, value: str) -> str:
+        with self._lock:
+            seen = self._seen.setdefault(scope, set())
+            if value in seen:
+                return value
+            if len(seen) >= self.limit:
+                return OTHER_LABEL
+            seen.add(value)
+            return value
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +243,13 @@ class MonitorMetrics:
             ["channel", "outcome"],
             registry=r,
         )
+        self.unknown_records = Counter(
+            "raymlp_unknown_model_records",
+            "Records dropped because their model version or tenant is not registered",
+            ["reason"],
+            registry=r,
+        )
+        self.budget = LabelBudget()
         self.gauges = GaugeSnapshot()
         r.register(self.gauges)
 
@@ -207,7 +262,8 @@ class MonitorMetrics:
             k = (rec["model"], v, rec["route"], rec["tenant"])
             counts[k] = counts.get(k, 0) + 1
             if rec["status"] == "error":
-                ek: tuple[str, ...] = (*k, rec["error_code"] or "error")
+                code = self.budget(("code", rec["model"]), rec["error_code"] or "error")
+                ek: tuple[str, ...] = (*k, code)
                 errors[ek] = errors.get(ek, 0) + 1
             if rec["latency_ms"] is not None:
                 self.latency.labels(rec["model"], v, rec["route"]).observe(

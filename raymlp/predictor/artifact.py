@@ -23,6 +23,15 @@ DataFrame, preprocesses it vectorised and runs one forward pass::
     array([0.71...])
     >>> pred.predict([{...}])           # class names
     ['high_risk']
+
+Before reading anything, :func:`load_predictor` checks what it is handed: the files against
+the ``digests`` the registry recorded for the version (a missing, extra or changed file raises
+:class:`~raymlp.errors.ArtifactIntegrityError`), and the factory ``model.json`` names against
+the allowed modules (``registry.model_factory_modules``) before importing it. Serving passes
+both from the registry and the platform config::
+
+    >>> load_predictor(mv.artifact_uri, digests=raw["digests"],
+    ...                factory_modules=cfg.registry.model_factory_modules)
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +51,7 @@ import torch
 
 from raymlp.errors import NotFoundError, ValidationError
 from raymlp.predictor.factory import build_model
+from raymlp.predictor.integrity import check_factory, default_factory_modules, verify_artifact
 from raymlp.predictor.preprocessing import Preprocessor
 
 __all__ = [
@@ -237,19 +247,36 @@ class Predictor:
 
 
 def load_predictor(
-    path_or_uri: str | os.PathLike[str], variant: str = "fp32", device: str = "cpu"
+    path_or_uri: str | os.PathLike[str],
+    variant: str = "fp32",
+    device: str = "cpu",
+    *,
+    digests: Mapping[str, str] | None = None,
+    factory_modules: Sequence[str] | None = None,
 ) -> Predictor:
     """Load a model artifact directory (or URI) as a :class:`Predictor`.
 
     Args:
         variant: ``fp32`` (default) or ``int8`` (the dynamic-quantized copy, CPU only).
         device: torch device for the fp32 variant (``cuda`` for GPU batch inference).
+        digests: the registered ``{path: "sha256:<hex>"}`` of every file; checked before
+            anything is read (None: not checked — a local, unregistered directory).
+        factory_modules: modules ``model.json``'s factory may come from (None: the default
+            ``registry.model_factory_modules``, i.e. raymlp's own and ``torch.nn``).
 
     Raises:
         NotFoundError: not an artifact, or the variant was not produced.
+        ArtifactIntegrityError: a file differs from ``digests``, or the factory is not allowed.
     """
     root = _localize(path_or_uri)
+    if digests is not None:
+        verify_artifact(root, digests, what=str(path_or_uri))
     spec = json.loads((root / _FILES["spec"]).read_text())
+    check_factory(
+        spec.get("factory"),
+        default_factory_modules() if factory_modules is None else factory_modules,
+        what=str(path_or_uri),
+    )
     if spec.get("format") != FORMAT:
         raise ValidationError(
             f"artifact format {spec.get('format')!r} is not {FORMAT!r}",

@@ -8,14 +8,26 @@ A crash in between leaves at worst an orphan directory that a later ``register``
 extra space)::
 
     publish_staged(storage, "models/_staging/9f2c...", "models/churn/3")
+
+**Integrity.** ``register`` records the SHA-256 of every file of the staged tree in the
+version's registry event (:func:`tree_digests`), not only inside the artifact directory, which
+whoever can write the storage root could rewrite as well. Every load checks the files it reads
+against them (:func:`compare_digests`; :func:`raymlp.predictor.integrity.verify_artifact`)::
+
+    digests = tree_digests(storage.filesystem, storage.path("models/_staging/9f2c..."))
+    digests["weights.pt"]                    # 'sha256:5d1c...'
+    compare_digests(digests, tree_digests(fs, "/root/models/churn/3"))   # {} when intact
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import posixpath
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -23,9 +35,65 @@ import pyarrow.fs as pafs
 from raymlp.errors import StorageError, ValidationError
 from raymlp.storage import Storage
 
-__all__ = ["new_staging_path", "publish_staged", "discard", "sweep_staging"]
+__all__ = [
+    "new_staging_path",
+    "publish_staged",
+    "discard",
+    "sweep_staging",
+    "DIGEST_ALGORITHM",
+    "file_digest",
+    "tree_digests",
+    "compare_digests",
+]
 
 STAGING = "models/_staging"
+
+#: The prefix of every recorded digest (``sha256:<hex>``), so another algorithm can follow.
+DIGEST_ALGORITHM = "sha256"
+_CHUNK = 1 << 20
+
+
+def file_digest(stream: object) -> str:
+    """``sha256:<hex>`` of a binary stream (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    read = stream.read  # type: ignore[attr-defined]
+    while chunk := read(_CHUNK):
+        h.update(chunk)
+    return f"{DIGEST_ALGORITHM}:{h.hexdigest()}"
+
+
+def tree_digests(filesystem: pafs.FileSystem, base: str) -> dict[str, str]:
+    """``{relative posix path: "sha256:<hex>"}`` of every file under ``base`` on
+    ``filesystem`` (a pyarrow filesystem: the storage root's, or ``LocalFileSystem``).
+
+    Raises:
+        StorageError: ``base`` cannot be listed or a file cannot be read.
+    """
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
+        out: dict[str, str] = {}
+        for info in infos:
+            if info.type != pafs.FileType.File:
+                continue
+            rel = posixpath.relpath(info.path, base)
+            with filesystem.open_input_stream(info.path) as f:
+                out[rel] = file_digest(f)
+    except OSError as e:
+        raise StorageError(f"cannot read artifact files under {base!r}: {e}", uri=base) from e
+    return dict(sorted(out.items()))
+
+
+def compare_digests(
+    expected: Mapping[str, str], actual: Mapping[str, str]
+) -> dict[str, list[str]]:
+    """What differs: ``{"missing": [...], "extra": [...], "changed": [...]}`` with only the
+    non-empty lists (``{}``: the tree is exactly the registered one)."""
+    out = {
+        "missing": sorted(set(expected) - set(actual)),
+        "extra": sorted(set(actual) - set(expected)),
+        "changed": sorted(k for k in set(expected) & set(actual) if expected[k] != actual[k]),
+    }
+    return {k: v for k, v in out.items() if v}
 
 
 def new_staging_path() -> str:
@@ -95,3 +163,19 @@ def sweep_staging(storage: Storage, max_age_s: float = 86_400.0) -> int:
             discard(storage, f"{STAGING}/{info.base_name}")
             removed += 1
     return removed
+
+
+def factory_allowed(factory: str, modules: list[str] | tuple[str, ...]) -> bool:
+    """Whether ``factory`` (``'module:function'``) comes from one of ``modules`` or a submodule
+    of one (``registry.model_factory_modules``), judged on the name alone — before anything is
+    imported, since importing a module already runs its code::
+
+        >>> factory_allowed("raymlp.training.models:tabular_mlp", ["raymlp", "torch.nn"])
+        True
+        >>> factory_allowed("os:system", ["raymlp", "torch.nn"])
+        False
+    """
+    if not isinstance(factory, str):
+        return False
+    module = factory.partition(":")[0] if ":" in factory else factory.rpartition(".")[0]
+    return bool(module) and any(module == m or module.startswith(m + ".") for m in modules)

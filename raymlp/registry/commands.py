@@ -5,26 +5,46 @@ the caller, and artifact copies to do before the commit); the registry commits t
 the event log and only then applies them. A command that breaks a rule raises before anything
 is written, so a rejected call leaves the registry as it was::
 
-    plan = ModelCommands(state, settings, storage).promote(actor, "churn", 3, "canary")
+    plan = ModelCommands(state, settings, models_uri, storage).promote(actor, "churn", 3, "canary")
     # plan.events == [Event(kind="alias_moved", payload={"alias": "canary", "before": 2, ...})]
+
+**Approved versions.** A version is *approved* for an alias whose moves need approval
+(:func:`requires_approval`) when the registry state shows it went through the approval path:
+an approved promotion request for that (model, version, alias), or the version holds the alias
+now or held it before (the alias's history: a protected alias only ever moves by an approval,
+or by a rollback to an earlier holder). :func:`unapproved_aliases` lists the protected aliases a
+version is not approved for; the traffic commands refuse real traffic to such a version beyond
+``max_unapproved_canary_weight`` (see ``traffic_split.py``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raymlp.config import RegistrySettings
 from raymlp.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
-from raymlp.registry import names
+from raymlp.registry import artifacts, names
 from raymlp.registry.events import Event, EventKind
 from raymlp.registry.lineage import parse_lineage
 from raymlp.registry.rbac import Action, Actor, authorize, check_not_requester, check_tenant
 from raymlp.registry.signature import parse_signature
 from raymlp.registry.state import ModelRecord, PromotionRequest, RegistryState, VersionRecord
 
-__all__ = ["Plan", "ANY", "ModelCommands", "requires_approval", "STAGING_PREFIX"]
+if TYPE_CHECKING:
+    from raymlp.storage import Storage
+
+__all__ = [
+    "Plan",
+    "ANY",
+    "ModelCommands",
+    "requires_approval",
+    "approved_for",
+    "unapproved_aliases",
+    "STAGING_PREFIX",
+]
 
 #: ``expected_version`` default: no precondition on the current holder of an alias.
 ANY = "any"
@@ -53,14 +73,46 @@ def requires_approval(settings: RegistrySettings, model: str, alias: str) -> boo
     return settings.approval_overrides.get(model, settings.approval_required)
 
 
+def approved_for(state: RegistryState, model: ModelRecord, version: int, alias: str) -> bool:
+    """Whether ``version`` went through the approval path of ``alias`` (see the module
+    docstring): it holds or held the alias, or a promotion request for it was approved."""
+    if model.aliases.get(alias) == version or version in model.alias_history.get(alias, []):
+        return True
+    return any(
+        r.status == "approved" and r.model == model.name and r.version == version and r.alias == alias
+        for r in state.requests.values()
+    )
+
+
+def unapproved_aliases(
+    state: RegistryState, settings: RegistrySettings, model: ModelRecord, version: int
+) -> list[str]:
+    """The aliases of ``model`` that need approval and that ``version`` is not approved for
+    (empty: real traffic to it is not a promotion of an unapproved version)."""
+    return [
+        a
+        for a in settings.approval_aliases
+        if requires_approval(settings, model.name, a) and not approved_for(state, model, version, a)
+    ]
+
+
 class ModelCommands:
     """Registered models, versions, stages, aliases and promotion approvals."""
 
-    def __init__(self, state: RegistryState, settings: RegistrySettings, models_uri: Any) -> None:
+    def __init__(
+        self,
+        state: RegistryState,
+        settings: RegistrySettings,
+        models_uri: Any,
+        storage: Storage | None = None,
+    ) -> None:
         self.state = state
         self.settings = settings
         #: ``models_uri(name, version) -> str``: where a version's artifact lives
         self.models_uri = models_uri
+        #: the storage root, to digest (and check the factory of) a staged artifact at
+        #: ``register``; None records no digests (such versions load with a warning)
+        self.storage = storage
 
     # -- lookups (raise the errors users see) ---------------------------------------------
 
@@ -169,6 +221,7 @@ class ModelCommands:
                 f"card must be text (markdown), got {type(card).__name__}",
                 field="card",
             )
+        digests = self._staged_digests(name, staged_path)
         events: list[Event] = []
         model = self.state.models.get(name)
         if model is None:
@@ -208,6 +261,7 @@ class ModelCommands:
                 lineage=lin.model_dump(mode="json", exclude_none=True),
                 card=card,
                 description=description or "",
+                digests=digests,
                 result=version,
             )
         )
@@ -215,6 +269,35 @@ class ModelCommands:
         return Plan(
             events, version, artifact_copies=copies, cleanup=[staged_path] if staged_path else []
         )
+
+    def _staged_digests(self, name: str, staged_path: str | None) -> dict[str, str] | None:
+        """The digests of the staged artifact (recorded in the version's event), after checking
+        that its ``model.json`` names an allowed factory. None without an artifact or storage.
+
+        Hashing here, before the copy to ``models/<name>/<v>``, means a staged file changed
+        after this point no longer matches: the version is then refused at load (fail closed).
+        """
+        if staged_path is None or self.storage is None:
+            return None
+        digests = artifacts.tree_digests(self.storage.filesystem, self.storage.path(staged_path))
+        if "model.json" in digests:
+            try:
+                spec = json.loads(self.storage.read_bytes(staged_path, "model.json"))
+            except ValueError as e:
+                raise ValidationError(
+                    f"model.json of the artifact is not JSON: {e}", field="model.json"
+                ) from None
+            factory = spec.get("factory") if isinstance(spec, dict) else None
+            allowed = self.settings.model_factory_modules
+            if factory is not None and not artifacts.factory_allowed(factory, allowed):
+                raise ValidationError(
+                    f"model.json of {name!r} names factory {factory!r}, which is not in an "
+                    f"allowed module (rule: registry.model_factory_modules = {allowed})",
+                    field="model.json:factory",
+                    value=factory,
+                    rule="model_factory_modules",
+                )
+        return digests
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -356,6 +439,9 @@ class ModelCommands:
                 principal=actor.name,
                 action="promote",
                 rule="approval_required",
+                model=model.name,
+                alias=alias,
+                version=rec.version,
             )
         self._check_expected(model, alias, expected_version)
         if rec.stage == "archived":

@@ -40,6 +40,8 @@ class EventKind:
     PROMOTION_REJECTED = "promotion_rejected"
     TRAFFIC_CHANGED = "traffic_changed"
     MONITOR_ALERT = "monitor_alert"
+    #: a model server found a version's files differ from their registered digests
+    ARTIFACT_TAMPERED = "artifact_tampered"
 
 
 #: Events a serving gateway or CI hook reacts to.
@@ -53,6 +55,7 @@ PROMOTION_KINDS = frozenset(
         EventKind.PROMOTION_REJECTED,
         EventKind.TRAFFIC_CHANGED,
         EventKind.MONITOR_ALERT,
+        EventKind.ARTIFACT_TAMPERED,
     }
 )
 MODEL_KINDS = PROMOTION_KINDS | {EventKind.MODEL_CREATED, EventKind.VERSION_REGISTERED}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from raymlp.config._base import ALIAS_RE, MODEL_NAME_RE
+from raymlp.config._base import ALIAS_RE, MODEL_NAME_RE, full_match
 from raymlp.errors import ValidationError
 
 __all__ = [
@@ -33,10 +33,11 @@ __all__ = [
     "check_metric_value",
 ]
 
-# One definition of the model-name and alias rules, shared with the config models.
+# One definition of the model-name and alias rules, shared with the config models. Every check
+# is a full match (``re.fullmatch``): a trailing newline or any other extra character fails.
 _NAME_RE = MODEL_NAME_RE
 _ALIAS_RE = ALIAS_RE
-_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-/ :]{1,250}$")
+_KEY_RE = re.compile(r"\A[A-Za-z0-9_.\-/ :]{1,250}\Z")
 
 #: The lifecycle stages of a model version.
 STAGES = ("none", "staging", "production", "archived")
@@ -56,7 +57,7 @@ TERMINAL_RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
 def check_model_name(name: Any, field: str = "name") -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not full_match(_NAME_RE, name):
         raise ValidationError(
             f"model name {name!r} is not valid (rule: 1-128 chars of a-z, 0-9, '_', '-', '.', "
             "starting with a letter or digit)",
@@ -68,7 +69,7 @@ def check_model_name(name: Any, field: str = "name") -> str:
 
 
 def check_experiment_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not full_match(_NAME_RE, name):
         raise ValidationError(
             f"experiment name {name!r} is not valid (rule: 1-128 chars of a-z, 0-9, '_', '-', "
             "'.', starting with a letter or digit)",
@@ -80,7 +81,7 @@ def check_experiment_name(name: Any) -> str:
 
 
 def check_alias(alias: Any) -> str:
-    if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+    if not full_match(_ALIAS_RE, alias):
         raise ValidationError(
             f"alias {alias!r} is not valid (rule: 1-63 chars of a-z, 0-9, '_' or '-', starting "
             "with a letter, so it can never be mistaken for a version number)",
@@ -129,7 +130,7 @@ def check_run_status(status: Any) -> str:
 
 def check_key(key: Any, field: str) -> str:
     """A param/metric/tag key: 1-250 chars of letters, digits, ``_ . - / : space``."""
-    if not isinstance(key, str) or not _KEY_RE.match(key):
+    if not full_match(_KEY_RE, key):
         raise ValidationError(
             f"{field} key {key!r} is not valid (rule: 1-250 chars of letters, digits, "
             "'_', '.', '-', '/', ':' or space)",

@@ -12,7 +12,7 @@ Tenants isolate models and experiments: a principal sees and changes only those 
 tenant (admins excepted). Denials raise :class:`~raymlp.errors.PermissionDeniedError`
 (HTTP 403) naming the principal, the action and the role it needs::
 
-    >>> actor = resolve_actor(AuthConfig(), {"name": "ci", "tenant": "default", "roles": []})
+    >>> actor = resolve_actor(Authenticator(AuthConfig(), None), {"name": "ci"})
     >>> actor.roles                       # auth off: everyone is a local admin
     ('admin',)
 """
@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from raymlp.config import AuthConfig, Principal
-from raymlp.errors import AuthenticationError, PermissionDeniedError
+from raymlp._private.credentials import Authenticator
+from raymlp.config import AuthConfig  # noqa: F401 - the doctest above
+from raymlp.errors import PermissionDeniedError
 
 __all__ = ["Actor", "Action", "resolve_actor", "authorize", "check_tenant", "check_not_requester"]
 
@@ -68,20 +69,11 @@ class Actor:
         return any(action in _ROLE_ACTIONS.get(r, ()) for r in self.roles)
 
 
-def resolve_actor(auth: AuthConfig, claimed: Principal | dict[str, Any] | None) -> Actor:
-    """The acting principal: with auth on, roles and tenant come from the platform config (what
-    a client claims is ignored); with auth off every principal is an admin of its tenant."""
-    if isinstance(claimed, Principal):
-        claimed = claimed.model_dump()
-    claimed = claimed or {}
-    name = str(claimed.get("name") or "local-admin")
-    if not auth.enabled:
-        return Actor(name=name, tenant=str(claimed.get("tenant") or "default"), roles=("admin",))
-    known = auth.by_name(name)
-    if known is None:
-        raise AuthenticationError(
-            f"principal {name!r} is not known to this platform", principal=name
-        )
+def resolve_actor(authenticator: Authenticator, credential: dict[str, Any] | None) -> Actor:
+    """The acting principal, verified from the caller's credential (API key or service token):
+    roles and tenant come from the platform config, never from the caller. With auth off every
+    caller is an admin of the default tenant."""
+    known = authenticator.authenticate(credential)
     return Actor(name=known.name, tenant=known.tenant, roles=tuple(known.roles))
 
 

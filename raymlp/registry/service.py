@@ -27,7 +27,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from raymlp.config import PlatformConfig, Principal
+from raymlp._private.credentials import Authenticator
+from raymlp.config import PlatformConfig
 from raymlp.errors import ValidationError
 from raymlp.registry import artifacts
 from raymlp.registry.commands import ModelCommands, Plan, requires_approval
@@ -91,6 +92,7 @@ class RegistryService:
     ) -> None:
         self.config = config
         self.settings = config.registry
+        self.authenticator = Authenticator.from_config(config)
         self.storage = storage
         self.log = EventLog(storage, compact_every=self.settings.compact_every)
         self.state = RegistryState()
@@ -122,8 +124,8 @@ class RegistryService:
 
     # -- the write path --------------------------------------------------------------------
 
-    def actor(self, principal: Principal | dict[str, Any] | None) -> Actor:
-        return resolve_actor(self.config.auth, principal)
+    def actor(self, principal: dict[str, Any] | None) -> Actor:
+        return resolve_actor(self.authenticator, principal)
 
     def plan(
         self, principal: Any, op: str, kwargs: dict[str, Any], op_id: str | None = None

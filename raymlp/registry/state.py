@@ -49,6 +49,9 @@ class VersionRecord:
     created_by: str
     run_id: str | None = None
     stage: str = "none"
+    #: ``{relative path: "sha256:<hex>"}`` of every artifact file at registration; None for
+    #: versions registered before digests were recorded (they load with a warning).
+    digests: dict[str, str] | None = None
 
 
 @dataclass
@@ -262,6 +265,7 @@ def _version_registered(st: RegistryState, ev: Event) -> None:
         created_at=ev.ts,
         created_by=ev.principal,
         run_id=p.get("run_id"),
+        digests=dict(p["digests"]) if p.get("digests") is not None else None,
     )
     model.versions[rec.version] = rec
     model.next_version = max(model.next_version, rec.version + 1)
@@ -358,4 +362,5 @@ _HANDLERS = {
     EventKind.PROMOTION_REJECTED: _promotion_decided,
     EventKind.TRAFFIC_CHANGED: _traffic_changed,
     EventKind.MONITOR_ALERT: lambda st, ev: None,  # audit and subscribers only
+    EventKind.ARTIFACT_TAMPERED: lambda st, ev: None,  # audit, alerts and webhooks only
 }

@@ -15,6 +15,18 @@ canary version also sets its weight to 0::
     plan = TrafficCommands(models).set_traffic(actor, "churn", canary_version=4,
                                                canary_weight=10, reason="canary 10%")
     plan.events[0].kind          # 'traffic_changed'
+
+**Traffic is a promotion.** Real traffic to a version the model's approval policy has not
+approved (:func:`~raymlp.registry.commands.unapproved_aliases`) is limited to a small canary:
+
+- a canary weight above ``registry.max_unapproved_canary_weight`` (default 10 %) for such a
+  version is refused (PermissionDeniedError, ``rule="max_unapproved_canary_weight"``), whoever
+  asks — the SDK, the CLI, the monitor's auto-advance;
+- a standby (the warm previous stable version a rollback returns to) must be approved
+  (``rule="approved_standby"``);
+- shadows are not limited (they never answer), nor is lowering a canary's weight (a rollback).
+
+A model none of whose aliases needs approval has no such limit.
 """
 
 from __future__ import annotations
@@ -23,8 +35,8 @@ import math
 import numbers
 from typing import Any
 
-from raymlp.errors import ConflictError, ValidationError
-from raymlp.registry.commands import ModelCommands, Plan
+from raymlp.errors import ConflictError, PermissionDeniedError, ValidationError
+from raymlp.registry.commands import ModelCommands, Plan, unapproved_aliases
 from raymlp.registry.events import Event, EventKind
 from raymlp.registry.rbac import Action, Actor
 from raymlp.registry.state import ModelRecord
@@ -39,7 +51,14 @@ __all__ = [
 ]
 
 #: Event kinds other platform components may append to the registry's stream (audit only).
-EXTERNAL_EVENT_KINDS = {"monitor_alert": EventKind.MONITOR_ALERT}
+EXTERNAL_EVENT_KINDS = {
+    "monitor_alert": EventKind.MONITOR_ALERT,
+    "artifact_tampered": EventKind.ARTIFACT_TAMPERED,
+}
+#: External kinds a principal with read access may record: a model server (whose service
+#: principal is often a viewer) reports a tampered artifact it refused to load. They change no
+#: state; the payload names an existing version of a model of the caller's tenant.
+_READER_EVENT_KINDS = frozenset({"artifact_tampered"})
 
 #: Default of every ``set_traffic`` field: leave it as it is.
 KEEP = "keep"
@@ -171,6 +190,7 @@ class TrafficCommands:
         result = {"name": model.name, **after}
         if after == before:
             return Plan([], result)
+        self._check_policy(actor, model, before, after)
         ev = Event(
             kind=EventKind.TRAFFIC_CHANGED,
             entity=f"model:{model.name}",
@@ -187,10 +207,56 @@ class TrafficCommands:
         return Plan([ev], result)
 
 
+    def _check_policy(
+        self, actor: Actor, model: ModelRecord, before: dict[str, Any], after: dict[str, Any]
+    ) -> None:
+        """Refuse real traffic to an unapproved version beyond the ceiling (module docstring).
+
+        Only a change that adds traffic is judged: a new canary version, a higher weight, a new
+        standby. Lowering a weight or clearing a version is always allowed (it is a rollback).
+        """
+        st, settings = self.models.state, self.models.settings
+        ceiling = settings.max_unapproved_canary_weight
+        version, weight = after["canary_version"], after["canary_weight"]
+        grows = version != before["canary_version"] or weight > before["canary_weight"]
+        if version is not None and weight > ceiling and grows:
+            missing = unapproved_aliases(st, settings, model, version)
+            if missing:
+                raise PermissionDeniedError(
+                    f"a canary of {weight:g}% for model {model.name!r} version {version} is a "
+                    f"promotion: the version is not approved for alias(es) {missing} (rule: "
+                    f"max_unapproved_canary_weight = {ceiling:g}% until a promotion request is "
+                    "approved)",
+                    principal=actor.name,
+                    action="set_traffic",
+                    rule="max_unapproved_canary_weight",
+                    model=model.name,
+                    version=version,
+                    weight=weight,
+                    max_unapproved_canary_weight=ceiling,
+                    aliases=missing,
+                )
+        standby = after["standby_version"]
+        if standby is not None and standby != before["standby_version"]:
+            missing = unapproved_aliases(st, settings, model, standby)
+            if missing:
+                raise PermissionDeniedError(
+                    f"model {model.name!r} version {standby} cannot be the warm standby: it is "
+                    f"not approved for alias(es) {missing} (rule: approved_standby; a standby "
+                    "is a previous stable version)",
+                    principal=actor.name,
+                    action="set_traffic",
+                    rule="approved_standby",
+                    model=model.name,
+                    version=standby,
+                    aliases=missing,
+                )
+
     def record_event(self, actor: Actor, kind: Any, model: Any, payload: Any = None) -> Plan:
         """Append an external event (e.g. a monitor alert transition) about ``model`` to the
-        stream, so subscribers and the audit log see it (developer role or above). It changes no
-        registry state."""
+        stream, so subscribers and the audit log see it (developer role or above; an
+        ``artifact_tampered`` report, naming an existing version, needs read access only). It
+        changes no registry state."""
         ev_kind = EXTERNAL_EVENT_KINDS.get(kind) if isinstance(kind, str) else None
         if ev_kind is None:
             raise ValidationError(
@@ -201,7 +267,11 @@ class TrafficCommands:
             )
         if payload is not None and not isinstance(payload, dict):
             raise ValidationError(f"payload {payload!r} is not a mapping", field="payload")
-        rec = self.models.model(actor, model, Action.WRITE)
+        action = Action.READ if kind in _READER_EVENT_KINDS else Action.WRITE
+        rec = self.models.model(actor, model, action)
+        if kind in _READER_EVENT_KINDS:
+            # It must name a real version, so nobody fills the audit log with made-up ones.
+            self.models.version(rec, (payload or {}).get("version"))
         ev = Event(
             kind=ev_kind,
             entity=f"model:{rec.name}",

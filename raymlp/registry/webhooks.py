@@ -15,6 +15,10 @@ A receiver checks it with :func:`verify_signature`::
 
     if not verify_signature(secret, request.body, request.headers["X-RayMLP-Signature"]):
         abort(401)
+
+Every endpoint is signed: the config refuses one without ``secret_env`` unless it says
+``insecure: true`` (logged as a warning when the dispatcher starts), and a signed endpoint whose
+secret is not set in the registry's process is never delivered unsigned.
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ class WebhookDispatcher:
         self._lock = threading.Lock()
         env = env if env is not None else os.environ
         self._hooks = list(hooks)
+        for h in self._hooks:
+            if h.insecure:
+                logger.warning("registry webhook %s is insecure: its deliveries are unsigned", h.url)
         self._senders = [
             WebhookSender(
                 h,

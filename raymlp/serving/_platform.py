@@ -1,6 +1,7 @@
-"""The platform as seen from inside a Serve replica: the published config, the service principal
-the application acts as (never an HTTP caller's identity), and the few platform services the
-replicas use — built from the actor-access helpers of ``raymlp._private``, not from the SDK
+"""The platform as seen from inside a Serve replica: the platform config (taken from the registry
+actor, which got it from `raymlp up`: a driver that rewrites the cluster KV cannot add a principal
+here), the service principal the application acts as (never an HTTP caller's identity;
+authenticated with platform-signed tokens), and the few platform services the replicas use — built from the actor-access helpers of ``raymlp._private``, not from the SDK
 (``raymlp.client`` sits above serving)."""
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ import time
 from functools import cached_property
 from typing import Any
 
+from raymlp._private.credentials import Caller
 from raymlp._private.online_lookup import OnlineLookup
 from raymlp._private.prediction_logger import PredictionLogger
 from raymlp._private.principals import service_principal
 from raymlp._private.registry_reader import RegistryReader
-from raymlp._private.rpc import ActorClient, RegistryRPC, published_config
-from raymlp.config import PlatformConfig, Principal
-from raymlp.errors import UnavailableError
+from raymlp._private.rpc import ActorClient, RegistryRPC
+from raymlp.config import PlatformConfig
+from raymlp.errors import NotFoundError, UnavailableError
 
 __all__ = [
     "service_platform",
@@ -25,26 +27,33 @@ __all__ = [
 
 
 class ReplicaMonitor:
-    """The monitor as the gateway uses it: a prediction logger shipping to the actor."""
+    """The monitor as the gateway uses it: a prediction logger shipping to the actor, each
+    shipment authenticated as the application's service ``caller``."""
 
-    def __init__(self, actor: ActorClient) -> None:
+    def __init__(self, actor: ActorClient, caller: Caller) -> None:
         self._actor = actor
+        self._caller = caller
 
     def logger(self, *, capacity: int, flush_interval_s: float) -> PredictionLogger:
         """A started :class:`PredictionLogger` (source ``gateway``) shipping to the monitor."""
         return PredictionLogger(
-            self._actor, source="gateway", capacity=capacity, flush_interval_s=flush_interval_s
+            self._actor,
+            credential=self._caller,
+            source="gateway",
+            capacity=capacity,
+            flush_interval_s=flush_interval_s,
         )
 
 
 class ReplicaServices:
-    """What a Serve replica reaches on the platform, acting as the service ``principal``:
+    """What a Serve replica reaches on the platform, acting as the service ``caller``:
     ``registry`` (get / get_traffic / subscribe), ``features`` (online lookups) and ``monitor``
     (the prediction logger)."""
 
-    def __init__(self, config: PlatformConfig, principal: Principal) -> None:
+    def __init__(self, config: PlatformConfig, caller: Caller) -> None:
         self.config = config
-        self.principal = principal
+        self.caller = caller
+        self.principal = caller.principal
 
     def actor(self, name: str) -> ActorClient:
         """A client on the named platform actor."""
@@ -52,15 +61,15 @@ class ReplicaServices:
 
     @cached_property
     def registry(self) -> RegistryReader:
-        return RegistryReader(RegistryRPC(self.actor("registry"), self.principal))
+        return RegistryReader(RegistryRPC(self.actor("registry"), self.caller))
 
     @cached_property
     def features(self) -> OnlineLookup:
-        return OnlineLookup.from_config(self.config, self.principal)
+        return OnlineLookup.from_config(self.config, self.caller)
 
     @cached_property
     def monitor(self) -> ReplicaMonitor:
-        return ReplicaMonitor(self.actor("monitor"))
+        return ReplicaMonitor(self.actor("monitor"), self.caller)
 
 
 def service_platform(
@@ -69,16 +78,27 @@ def service_platform(
     wait_s: float = 30.0,
 ) -> ReplicaServices:
     """The :class:`ReplicaServices` of a replica (Ray is already initialised there): ``config``
-    as given by the deployer, else the one ``raymlp up`` published on the cluster (waited for
-    up to ``wait_s``: a replica may start while the platform comes up)."""
+    as given by the deployer, else the one the registry actor was started with (waited for up
+    to ``wait_s``: a replica may start while the platform comes up)."""
     if isinstance(config, dict):
         config = PlatformConfig.model_validate(config)
     if config is None:
-        deadline = time.monotonic() + wait_s
-        while (config := published_config()) is None:
+        config = _config_from_registry(wait_s)
+    return ReplicaServices(config, service_principal(config, principal))
+
+
+def _config_from_registry(wait_s: float) -> PlatformConfig:
+    from raymlp import _constants
+
+    deadline = time.monotonic() + wait_s
+    actor = ActorClient("registry", _constants.NAMESPACE)
+    while True:
+        try:
+            return PlatformConfig.model_validate(actor.call("platform_config"))
+        except (NotFoundError, UnavailableError):
             if time.monotonic() > deadline:
                 raise UnavailableError(
                     "the raymlp platform is not up on this cluster (run `raymlp up`)"
-                )
+                ) from None
+            actor._handle = None
             time.sleep(0.5)
-    return ReplicaServices(config, service_principal(config, principal))

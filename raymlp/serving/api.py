@@ -1,5 +1,6 @@
 """The FastAPI application of the gateway: the app object, its error handlers (every error
-in one schema) and the authentication dependency.
+in one schema), the body guard (size limit, strict JSON numbers: :mod:`raymlp.serving.limits`)
+and the authentication dependencies.
 
 The routes themselves are methods of :class:`~raymlp.serving.gateway.Gateway` (Serve's
 class-based ingress); they are registered on :data:`app` there.
@@ -24,8 +25,9 @@ from raymlp.errors import (
     ValidationError,
     error_for_code,
 )
-from raymlp.serving.auth import Authenticator
-from raymlp.serving.errors import error_response, http_error
+from raymlp.serving.auth import Authenticator, api_key_from_headers
+from raymlp.serving.errors import error_response, http_error, retry_headers
+from raymlp.serving.limits import BodyGuard
 from raymlp.serving.schemas import ErrorResponse
 
 __all__ = [
@@ -35,13 +37,14 @@ __all__ = [
     "request_id",
     "set_authenticator",
     "principal",
+    "optional_principal",
     "request_error",
     "raise_remote",
 ]
 
-#: OpenAPI ``responses=`` of every endpoint that can fail.
+#: OpenAPI ``responses=`` of every endpoint that can fail (413: a body over the size limit).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 422, 429, 503)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 422, 429, 503)
 }
 
 app = FastAPI(
@@ -50,21 +53,28 @@ app = FastAPI(
     description="Predictions with canary/shadow routing, a fallback chain, circuit breakers "
     'and a response cache. Every error is {"error": {"code", "message", "details"}}.',
 )
+# Before any route: oversized bodies (413) and non-finite numbers (422) never reach one.
+app.add_middleware(BodyGuard)
 
 #: The Authenticator of this replica's gateway (one gateway per replica process).
 _AUTH: Authenticator | None = None
 
 
 def json_response(data: Any, status: int = 200) -> Response:
+    """A JSON response; an error body (``{"error": ...}``) with 429 carries ``Retry-After``."""
+    headers = retry_headers(status, data) if status == 429 and isinstance(data, dict) else None
     return Response(
-        json.dumps(data, default=str), status_code=status, media_type="application/json"
+        json.dumps(data, default=str),
+        status_code=status,
+        media_type="application/json",
+        headers=headers or None,
     )
 
 
 def request_id(request: Request) -> str:
-    """The caller's ``X-Request-ID`` (truncated), else a new id."""
-    rid = request.headers.get("x-request-id")
-    return rid[:128] if rid else uuid.uuid4().hex
+    """A new id for a prediction. Never the caller's ``X-Request-ID``: feedback is bound to
+    the id, so a caller must not be able to reuse (or collide with) another request's id."""
+    return uuid.uuid4().hex
 
 
 def set_authenticator(auth: Authenticator) -> None:
@@ -81,6 +91,16 @@ async def principal(request: Request) -> Principal:
     """Dependency: the authenticated caller (401 otherwise). Runs before body validation."""
     if _AUTH is None:
         raise UnavailableError("the gateway is starting")
+    return _AUTH.authenticate(request.headers)
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """Dependency: the authenticated caller when the request carries a key (a wrong key is
+    still 401), else None — for endpoints that answer anonymous callers with less."""
+    if _AUTH is None:
+        raise UnavailableError("the gateway is starting")
+    if _AUTH.enabled and api_key_from_headers(request.headers) is None:
+        return None
     return _AUTH.authenticate(request.headers)
 
 

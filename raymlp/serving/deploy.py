@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any
 
-from raymlp._private.principals import service_principal
+from raymlp._private import principals
 from raymlp.config import PlatformConfig, Principal, ServeAppConfig, load_config, load_serve_config
 from raymlp.errors import NotFoundError
 
@@ -72,7 +72,7 @@ def load_app_config(
 def check_service_principal(platform_config: PlatformConfig, cfg: ServeAppConfig) -> Principal:
     """The principal the replicas will act as; ConfigError (naming ``principal``) when the
     platform cannot provide it — refused here, not in replicas that never start."""
-    return service_principal(platform_config, cfg.principal)
+    return principals.check_service_principal(platform_config, cfg.principal)
 
 
 def deploy(

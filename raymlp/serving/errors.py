@@ -2,8 +2,9 @@
 
 Every failure the gateway answers is ``{"error": {"code", "message", "details"}}`` with the
 status of its :mod:`raymlp.errors` class. Statuses are limited to what the HTTP contract
-names (400, 401, 403, 404, 422, 429, 503): anything else — a bug, a Ray error, a conflict —
-becomes 503 ``unavailable`` with the request id, never a stack trace and never a bare 500::
+names (400, 401, 403, 404, 409, 413, 422, 429, 503): another 4xx becomes 400, anything else —
+a bug, a Ray error — becomes 503 ``unavailable`` with the request id, never a stack trace and
+never a bare 500. A 429 carries ``Retry-After``::
 
     >>> status, body = error_body(NotFoundError("model 'x' is not served", kind="model", name="x"))
     >>> status, body["error"]["code"]
@@ -24,12 +25,41 @@ from raymlp.errors import (
     unwrap_ray_error,
 )
 
-__all__ = ["HTTP_STATUSES", "error_body", "error_response", "to_raymlp_error", "http_error"]
+__all__ = [
+    "HTTP_STATUSES",
+    "PayloadTooLargeError",
+    "error_body",
+    "error_response",
+    "retry_headers",
+    "to_raymlp_error",
+    "http_error",
+]
 
 logger = logging.getLogger(__name__)
 
 #: The statuses the HTTP contract allows for errors.
-HTTP_STATUSES = frozenset({400, 401, 403, 404, 422, 429, 503})
+HTTP_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422, 429, 503})
+
+
+class PayloadTooLargeError(BadRequestError):
+    """A request body beyond ``gateway.max_body_bytes`` (413). Context: ``limit_bytes``.
+
+    A :class:`~raymlp.errors.BadRequestError` (so code that catches those still does); its
+    own code and status tell the caller to send less, not to fix the syntax.
+    """
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+def retry_headers(status: int, payload: dict[str, Any]) -> dict[str, str]:
+    """``{"Retry-After": seconds}`` for a 429 (``details.retry_after_s``, else 1), else {}."""
+    if status != 429:
+        return {}
+    details = payload.get("error", {}).get("details")
+    wait = details.get("retry_after_s") if isinstance(details, dict) else None
+    seconds = int(wait) if isinstance(wait, (int, float)) and wait >= 1 else 1
+    return {"Retry-After": str(seconds)}
 
 
 def to_raymlp_error(exc: BaseException, request_id: str | None = None) -> RayMLPError:
@@ -78,12 +108,11 @@ def error_response(exc: BaseException, request_id: str | None = None) -> Any:
     from starlette.responses import Response
 
     status, body = error_body(exc, request_id)
-    headers = {"Retry-After": "1"} if status == 429 else None
     return Response(
         json.dumps(body, default=str),
         status_code=status,
         media_type="application/json",
-        headers=headers,
+        headers=retry_headers(status, body) or None,
     )
 
 
@@ -96,6 +125,8 @@ def http_error(status: int, detail: Any) -> RayMLPError:
         return NotFoundError(f"no such endpoint ({text})", kind="endpoint")
     if status == 405:
         return BadRequestError(f"method not allowed ({text})", rule="see /openapi.json")
+    if status == 413:
+        return PayloadTooLargeError(text, rule="gateway.max_body_bytes")
     if 400 <= status < 500:
         return BadRequestError(text)
     return UnavailableError(text)

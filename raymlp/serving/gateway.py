@@ -1,11 +1,14 @@
 """The ``Gateway`` deployment: the FastAPI ingress of the serving application.
 
-Per request: authenticate (API key → principal and tenant), validate against the model
-signature, pick the version (stable, sticky canary, or a pinned ``version``), answer from the
-response cache or through the fallback chain (primary → fallback model → rule → default, each
-guarded), copy to the shadow version, log the record for the monitor. Errors always have one
-shape (:mod:`raymlp.serving.errors`). The routing table follows the registry live
-(:mod:`raymlp.serving.route_updater`).
+Per request: bound the body (size, finite numbers: :mod:`raymlp.serving.limits`), authenticate
+(API key → principal and tenant), admit it (per-tenant rate limits and the in-flight bound,
+both counted in instances), validate against the model signature, pick the version (stable,
+sticky canary, or a pinned ``version``: only a served one unless the caller develops that
+model's tenant), answer from the response cache or through the fallback chain (primary →
+fallback model → rule → default, each guarded by a breaker of its own per tenant), copy to the
+shadow version, log the record for the monitor. Another tenant's model answers exactly as a
+model that is not served (404). Errors always have one shape (:mod:`raymlp.serving.errors`).
+The routing table follows the registry live (:mod:`raymlp.serving.route_updater`).
 
 Endpoints: ``POST /v1/predictions``, ``POST /v1/predictions:batch``, ``POST /v1/feedback``,
 ``GET /v1/models``, ``GET /v1/models/{model_id}``, ``GET /healthz``, ``GET /readyz``; the
@@ -31,15 +34,19 @@ from raymlp.config import Principal, ServeAppConfig
 from raymlp.errors import (
     NotFoundError,
     OverloadedError,
+    PermissionDeniedError,
     RayMLPError,
     UnavailableError,
+    ValidationError,
     error_for_code,
 )
+from raymlp.monitoring.records import normalize_feedback
 from raymlp.registry.signature import validate_request
 from raymlp.serving.api import (
     ERROR_RESPONSES,
     app,
     json_response,
+    optional_principal,
     raise_remote,
     request_error,
     request_id,
@@ -51,6 +58,8 @@ from raymlp.serving.breaker import BreakerBoard
 from raymlp.serving.cache import ResponseCache, cache_key
 from raymlp.serving.chain import Answer, Step, run_chain
 from raymlp.serving.errors import error_body
+from raymlp.serving.ledger import RequestLedger
+from raymlp.serving.limits import RateLimiter, set_body_limit
 from raymlp.serving.predlog import PredictionLog
 from raymlp.serving.route_updater import WATCHED_EVENTS, RoutingTable
 from raymlp.serving.routing import ModelRoute, VersionInfo, choose
@@ -64,12 +73,16 @@ from raymlp.serving.schemas import (
     ModelsResponse,
     PredictionRequest,
     PredictionResponse,
+    ReadyResponse,
 )
 from raymlp.serving.shadow import ShadowRunner
 
 __all__ = ["Gateway", "app"]
 
 logger = logging.getLogger(__name__)
+
+#: How long ``POST /v1/feedback`` waits for its label to reach the monitor.
+FEEDBACK_STORE_TIMEOUT_S = 10.0
 
 
 @serve.deployment
@@ -95,6 +108,9 @@ class Gateway:
         )
         self.auth = Authenticator(self._platform.config.auth)
         set_authenticator(self.auth)
+        set_body_limit(self.cfg.gateway.max_body_bytes)
+        self.limiter = RateLimiter(self.cfg.gateway.rate_limit)
+        self.ledger = RequestLedger(self.cfg.gateway.feedback_window)
         self.cache = ResponseCache(self.cfg.cache.max_entries, self.cfg.cache.ttl.total_seconds())
         self.breakers = BreakerBoard(self.cfg.breaker)
         self.log = PredictionLog(self._platform, self.cfg.prediction_log)
@@ -150,12 +166,45 @@ class Gateway:
 
     def _route(self, principal: Principal, model_id: str) -> ModelRoute:
         route = self.table.get(model_id)
-        if route is None:
+        # Another tenant's model is answered exactly like one that is not served: a 403
+        # would confirm to the caller that the name exists.
+        if route is None or not self.auth.can_see(principal, route.tenant):
             raise NotFoundError(
                 f"model {model_id!r} is not served here", kind="model", name=model_id
             )
-        self.auth.check_tenant(principal, model_id, route.tenant)
         return route
+
+    @staticmethod
+    def _breaker_key(principal: Principal, model_id: str) -> str:
+        """Breakers are per tenant and version: one tenant's traffic (a flood of bad
+        instances) can open its own breaker, never another tenant's."""
+        return f"{model_id}@{principal.tenant or '-'}"
+
+    @staticmethod
+    def _check_pin(principal: Principal, route: ModelRoute, pinned: int) -> None:
+        """A pinned ``version`` must be served (stable, canary, shadow or warm standby)
+        unless the caller is a developer of the model's tenant (or an admin): pinning must not
+        put an unapproved version in front of real callers."""
+        served = {v.version for v in (route.stable, route.canary, route.shadow) if v is not None}
+        if route.standby is not None:
+            served.add(route.standby)
+        if pinned in served:
+            return
+        roles = set(principal.roles)
+        if "admin" in roles or (
+            "developer" in roles and (route.tenant is None or route.tenant == principal.tenant)
+        ):
+            return
+        raise PermissionDeniedError(
+            f"version {pinned} of model {route.name!r} is not served (served: "
+            f"{sorted(served) or 'none'}) (rule: only served versions may be pinned, unless "
+            "the caller is a developer of the model's tenant)",
+            field="version",
+            value=pinned,
+            principal=principal.name,
+            model=route.name,
+            rule="version pinning",
+        )
 
     async def _answer(
         self,
@@ -182,6 +231,7 @@ class Gateway:
                 routing_key = "|".join(str(ids.get(k)) for k in keys)
         vinfo: VersionInfo | None
         if pinned is not None:
+            self._check_pin(principal, route, pinned)
             vinfo = await self.table.version(route.name, pinned)
             label = "primary"
             if not self.table.is_warm("primary", vinfo):
@@ -190,7 +240,16 @@ class Gateway:
             vinfo, label = choose(route, routing_key)
         validated = None
         if entity is None and vinfo is not None and vinfo.signature is not None:
-            validated = validate_request(vinfo.signature, features or {})
+            try:
+                validated = validate_request(vinfo.signature, features or {})
+            except (OverflowError, ValueError, TypeError) as e:
+                # a value no rule of the validator foresaw (e.g. an integer beyond float64 from
+                # a handle caller; HTTP bodies are refused earlier): the caller's fault, 422
+                raise ValidationError(
+                    f"features: {e} (rule: values the signature's types can hold)",
+                    field="features",
+                    rule="valid value",
+                ) from None
         logged = validated if validated is not None else features
         ckey = None
         if (
@@ -229,7 +288,7 @@ class Gateway:
             steps.append(
                 Step(
                     label,
-                    vinfo.model_id,
+                    self._breaker_key(principal, vinfo.model_id),
                     lambda: self._call("primary", vinfo.model_id, item),
                     timeouts.primary_s,
                     str(vinfo.version),
@@ -241,7 +300,7 @@ class Gateway:
             steps.append(
                 Step(
                     "primary",
-                    stable.model_id,
+                    self._breaker_key(principal, stable.model_id),
                     lambda: self._call("primary", stable.model_id, raw),
                     timeouts.primary_s,
                     str(stable.version),
@@ -253,7 +312,7 @@ class Gateway:
             steps.append(
                 Step(
                     "fallback",
-                    fb.model_id,
+                    self._breaker_key(principal, fb.model_id),
                     lambda: self._call("fallback", fb.model_id, raw),
                     timeouts.fallback_s,
                     fb.model_id,
@@ -324,6 +383,7 @@ class Gateway:
                 "status": "ok",
                 "error_code": ans.failures[0][1] if ans.failures else None,
             }
+            self.ledger.note(rid, tenant=principal.tenant, model=model)
         else:
             self.counts[f"error:{err.code if err else 'unknown'}"] += 1
             rec = {
@@ -342,14 +402,25 @@ class Gateway:
         self.log.prediction(rec)
         return rec
 
-    def _admit(self) -> None:
-        if self._inflight >= self.cfg.gateway.max_inflight:
+    def _admit(self, principal: Principal, instances: int = 1) -> None:
+        """Admit ``instances`` instances of ``principal``'s tenant, or raise OverloadedError
+        (429): over the tenant's rate limit, or over the gateway's in-flight bound. Both count
+        instances, so one large batch weighs what its instances weigh. A batch larger than the
+        bound still passes an idle gateway (``max_instances_per_request`` caps it)."""
+        bound = self.cfg.gateway.max_inflight
+        if self._inflight and self._inflight + instances > bound:
             self.counts["shed"] += 1
             raise OverloadedError(
-                f"the gateway has {self._inflight} requests in flight (rule: at most "
-                f"{self.cfg.gateway.max_inflight}); retry later",
+                f"the gateway has {self._inflight} instances in flight (rule: at most "
+                f"{bound}); retry later",
                 reason="max_inflight",
+                retry_after_s=1,
             )
+        try:
+            self.limiter.admit(principal.tenant, instances)
+        except OverloadedError:
+            self.counts["rate_limited"] += 1
+            raise
 
     @app.post("/v1/predictions", response_model=PredictionResponse, responses=ERROR_RESPONSES)
     async def predict(
@@ -358,11 +429,17 @@ class Gateway:
         """One prediction, by features or by entity (features from the online store)."""
         t0 = time.perf_counter()
         rid = request_id(request)
-        self._admit()
+        try:
+            self._admit(principal)
+        except OverloadedError as e:
+            status, payload = error_body(e, rid)
+            return json_response(payload, status)
         self._inflight += 1
         ans, feats, label = None, body.features, "primary"
+        routed = False
         try:
             route = self._route(principal, body.model_id)
+            routed = True
             ans, feats, label = await self._answer(
                 principal,
                 route,
@@ -373,6 +450,10 @@ class Gateway:
             )
         except Exception as e:  # noqa: BLE001 - every failure gets the error schema
             status, payload = error_body(e, rid)
+            if not routed:
+                # a model that is not served (or not the caller's): no record, so made-up
+                # names cannot create monitor state or tell the monitor whose a model is
+                return json_response(payload, status)
             self._record(
                 rid,
                 body.model_id,
@@ -411,8 +492,22 @@ class Gateway:
         """Many instances of one model; answered in order (ids ``<request_id>-<i>``)."""
         t0 = time.perf_counter()
         rid = request_id(request)
-        self._admit()
-        self._inflight += 1
+        n = len(body.instances)
+        cap = self.cfg.gateway.max_instances_per_request
+        try:
+            if n > cap:
+                raise ValidationError(
+                    f"instances: {n} instances in one request (rule: at most {cap}, "
+                    "gateway.max_instances_per_request; split the batch)",
+                    field="instances",
+                    value=n,
+                    rule="max_instances_per_request",
+                )
+            self._admit(principal, n)
+        except RayMLPError as e:
+            status, payload = error_body(e, rid)
+            return json_response(payload, status)
+        self._inflight += n
         try:
             route = self._route(principal, body.model_id)
             header = request.headers.get(self.cfg.gateway.routing_header)
@@ -469,26 +564,70 @@ class Gateway:
             status, payload = error_body(e, rid)
             return json_response(payload, status)
         finally:
-            self._inflight -= 1
+            self._inflight -= n
         return json_response(
             {"predictions": out, "request_id": rid, "latency_ms": (time.perf_counter() - t0) * 1000}
         )
 
     @app.post(
-        "/v1/feedback", response_model=FeedbackResponse, status_code=202, responses=ERROR_RESPONSES
+        "/v1/feedback",
+        response_model=FeedbackResponse,
+        status_code=202,
+        responses={**ERROR_RESPONSES, 409: {"model": ErrorResponse}},
     )
     async def feedback(
         self, body: FeedbackRequest, request: Request, principal: Principal = Depends(caller)
     ) -> Response:
-        """The ground truth of an earlier prediction (for accuracy monitoring)."""
-        if body.model_id is not None:
-            self._route(principal, body.model_id)
-        self.log.feedback(body.request_id, body.label, body.model_id)
-        return json_response({"request_id": body.request_id, "accepted": True}, 202)
+        """The ground truth of an earlier prediction (for accuracy monitoring).
+
+        Bound to the original request: the id must be one this service answered for the
+        caller's tenant (and for ``model_id``, when given) — else 404, the same answer for an
+        unknown and a foreign id; a second label is 409. 202 means the label reached the
+        monitor (with the original request's model)."""
+        rid = body.request_id
+        try:
+            self._admit(principal)
+            if not (self.log.settings.enabled and self.log.connected):
+                raise UnavailableError(
+                    "feedback cannot be stored: the prediction log is off or has no monitor "
+                    "(rule: 202 means the label was stored)",
+                    reason="no prediction log",
+                )
+            entry = self.ledger.claim(
+                rid,
+                tenant=principal.tenant,
+                admin="admin" in principal.roles,
+                model=body.model_id,
+            )
+        except RayMLPError as e:
+            status, payload = error_body(e)
+            return json_response(payload, status)
+        try:
+            # the monitor's own rules (id and label shapes) before anything is queued
+            normalize_feedback({"request_id": rid, "label": body.label, "model": entry.model})
+            self.log.feedback(rid, body.label, entry.model)
+            # PredictionLog has no flush of its own: wait on its monitor logger, which ships
+            # the prediction records queued before this label first.
+            sink = self.log._sink
+            stored = sink is not None and await asyncio.get_running_loop().run_in_executor(
+                None, sink.flush, FEEDBACK_STORE_TIMEOUT_S
+            )
+            if not stored:
+                raise UnavailableError(
+                    "the monitor did not take the label in time; retry", reason="flush timeout"
+                )
+        except Exception as e:  # noqa: BLE001 - every failure gets the error schema
+            self.ledger.release(rid)
+            status, payload = error_body(e)
+            return json_response(payload, status)
+        self.ledger.commit(rid)
+        return json_response({"request_id": rid, "accepted": True}, 202)
 
     # -- introspection -------------------------------------------------------------------------
 
-    def _describe(self, route: ModelRoute, detail: bool = False) -> dict[str, Any]:
+    def _describe(
+        self, route: ModelRoute, detail: bool = False, principal: Principal | None = None
+    ) -> dict[str, Any]:
         d = route.describe()
         if detail:
             ids = [
@@ -496,7 +635,12 @@ class Gateway:
                 for v in (route.stable, route.canary, route.shadow, route.fallback)
                 if v is not None
             ]
-            d["breakers"] = {k: v for k, v in self.breakers.snapshot().items() if k in ids}
+            snap = self.breakers.snapshot()
+            if principal is not None:  # the caller's tenant's breakers, by version id
+                keys = {mid: self._breaker_key(principal, mid) for mid in ids}
+                d["breakers"] = {mid: snap[k] for mid, k in keys.items() if k in snap}
+            else:  # every tenant's, keyed "name:version@tenant"
+                d["breakers"] = {k: v for k, v in snap.items() if k.rpartition("@")[0] in ids}
             d["shadow_stats"] = self.shadow.stats(route.name) if route.shadow else None
             sig = route.stable.signature if route.stable else None
             d["signature"] = sig.model_dump(mode="json") if sig else None
@@ -516,30 +660,42 @@ class Gateway:
     @app.get("/v1/models/{model_id}", responses=ERROR_RESPONSES)
     async def get_model(self, model_id: str, principal: Principal = Depends(caller)) -> Response:
         """One served model: versions, traffic, breakers, shadow comparison, signature."""
-        return json_response(self._describe(self._route(principal, model_id), detail=True))
+        route = self._route(principal, model_id)
+        return json_response(self._describe(route, detail=True, principal=principal))
 
     @app.get("/healthz")
     async def healthz(self) -> Response:
         """Alive."""
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", responses={503: {"model": ErrorResponse}})
-    async def readyz(self) -> Response:
-        """Ready when every served model has a warm stable version."""
-        not_ready = {n: list(r.problems) for n, r in self.table.routes.items() if not r.ready}
-        if not_ready:
+    @app.get(
+        "/readyz",
+        response_model=ReadyResponse,
+        responses={s: {"model": ErrorResponse} for s in (401, 503)},
+    )
+    async def readyz(self, principal: Principal | None = Depends(optional_principal)) -> Response:
+        """Ready when every served model has a warm stable version. Without a key: ready or
+        not, nothing else; with one: also the caller's tenant's models (stable version, or
+        why not ready)."""
+        routes = list(self.table.routes.values())
+        ready = all(r.ready for r in routes)
+        mine = (
+            []
+            if principal is None
+            else [r for r in routes if self.auth.can_see(principal, r.tenant)]
+        )
+        if not ready:
+            ctx: dict[str, Any] = {}
+            if principal is not None:
+                ctx["not_ready"] = {r.name: list(r.problems) for r in mine if not r.ready}
             status, payload = error_body(
-                UnavailableError(
-                    "not every served model has a warm stable version", not_ready=not_ready
-                )
+                UnavailableError("not every served model has a warm stable version", **ctx)
             )
             return json_response(payload, status)
-        return json_response(
-            {
-                "status": "ready",
-                "models": {n: r.stable.version for n, r in self.table.routes.items() if r.stable},
-            }
-        )
+        out: dict[str, Any] = {"status": "ready"}
+        if principal is not None:
+            out["models"] = {r.name: r.stable.version for r in mine if r.stable}
+        return json_response(out)
 
     # -- handle-only methods (ServeClient, jobs) -------------------------------------------------
 

@@ -15,7 +15,9 @@
   call, then validated against the version's signature (errors name the field, per request).
 
 Answers are plain dicts — ``{"prediction", "probability"}`` or ``{"error": {...}}`` for a
-request-level error — so one bad request never fails its batch-mates.
+request-level error — so one bad request never fails its batch-mates: a failed online lookup
+of a batch is retried request by request, and a failed forward pass row by row, so only the
+request at fault gets the error.
 """
 
 from __future__ import annotations
@@ -31,8 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
+from raymlp._private.model_version import ModelVersion
 from raymlp.config import ServeAppConfig, ServeBatching
-from raymlp.errors import NotFoundError, RayMLPError, ValidationError
+from raymlp.errors import (
+    ArtifactIntegrityError,
+    NotFoundError,
+    RayMLPError,
+    StorageError,
+    UnavailableError,
+    ValidationError,
+    unwrap_ray_error,
+)
 from raymlp.registry.signature import Signature, parse_signature, validate_request
 
 if TYPE_CHECKING:
@@ -41,6 +52,10 @@ if TYPE_CHECKING:
 __all__ = ["ModelServer", "ServedModel", "parse_model_id"]
 
 logger = logging.getLogger(__name__)
+
+#: A version refused for a bad artifact is checked again after this long (an operator may have
+#: restored its files); until then it is refused at once.
+_REVERIFY_AFTER_S = 30.0
 
 
 def parse_model_id(model_id: str) -> tuple[str, int]:
@@ -54,6 +69,17 @@ def parse_model_id(model_id: str) -> tuple[str, int]:
             rule="name:version",
         )
     return name, int(version)
+
+
+def _error_dict(exc: BaseException, model_id: str) -> dict[str, Any]:
+    """The ``{"error": ...}`` answer of one request that raised ``exc``."""
+    err = unwrap_ray_error(exc)
+    if isinstance(err, RayMLPError):
+        return err.to_dict()
+    logger.warning("%s: a request failed: %s: %s", model_id, type(exc).__name__, exc)
+    return UnavailableError(
+        f"model {model_id!r} could not answer this request", reason=type(exc).__name__
+    ).to_dict()
 
 
 def _feature_column(ref: str) -> str:
@@ -170,6 +196,9 @@ class ModelServer:
         self.errors = 0
         self.feature_calls = 0
         self.loads = 0
+        #: versions refused for a bad artifact: model id -> (when, the error)
+        self._refused: dict[str, tuple[float, ArtifactIntegrityError]] = {}
+        self.refused_loads = 0
 
         async def _load(model_id: str) -> ServedModel:
             return await self._load_model(model_id)
@@ -220,15 +249,39 @@ class ModelServer:
         from raymlp.predictor.artifact import load_predictor
 
         name, version = parse_model_id(model_id)
-        mv = self._platform_client().registry.get(name, version=version)
+        refused = self._refused.get(model_id)
+        if refused is not None and time.monotonic() - refused[0] < _REVERIFY_AFTER_S:
+            # Refused moments ago: answer at once (the chain falls back) instead of hashing
+            # the files again on every request.
+            raise refused[1]
+        services = self._platform_client()
+        # The raw record: ModelVersion does not carry the registered digests.
+        record = services.registry._rpc.query("get_version", name=name, version=version)
+        mv = ModelVersion.from_dict(record)
+        digests = record.get("digests")
+        if digests is None:
+            logger.warning(
+                "%s was registered without artifact digests (before they were recorded): "
+                "loading it unverified; re-register it to have it verified",
+                model_id,
+            )
+        checks = {
+            "digests": digests,
+            "factory_modules": services.config.registry.model_factory_modules,
+        }
         variant = self.settings.variant
         try:
-            predictor = load_predictor(mv.artifact_uri, variant=variant)
-        except NotFoundError:
-            if variant == "fp32":
-                raise
-            logger.warning("%s has no %s variant; serving fp32", model_id, variant)
-            predictor = load_predictor(mv.artifact_uri)
+            try:
+                predictor = load_predictor(mv.artifact_uri, variant=variant, **checks)
+            except NotFoundError:
+                if variant == "fp32":
+                    raise
+                logger.warning("%s has no %s variant; serving fp32", model_id, variant)
+                predictor = load_predictor(mv.artifact_uri, **checks)
+        except ArtifactIntegrityError as e:
+            self._refuse(model_id, name, version, e)
+            raise
+        self._refused.pop(model_id, None)
         sig = mv.signature or predictor.signature
         served_cfg = self.cfg.model(name)
         return ServedModel.with_refs(
@@ -237,6 +290,33 @@ class ModelServer:
             parse_signature(sig) if sig else None,
             served_cfg.features if served_cfg else None,
         )
+
+    def _refuse(self, model_id: str, name: str, version: int, err: ArtifactIntegrityError) -> None:
+        """Log a refused artifact and report it once per replica as an ``artifact_tampered``
+        registry event (audit, subscribers, webhooks, alerts), in the background."""
+        first = model_id not in self._refused
+        self._refused[model_id] = (time.monotonic(), err)
+        self.refused_loads += 1
+        logger.error("refusing to load %s (%s pool): %s", model_id, self.pool, err.message)
+        if not first:
+            return
+        payload = {
+            "version": version,
+            "model_id": model_id,
+            "pool": self.pool,
+            "message": err.message,
+            **{k: v for k, v in err.context.items() if k != "uri"},
+        }
+
+        def report() -> None:
+            try:
+                self._platform_client().registry._rpc.command(
+                    "record_event", kind="artifact_tampered", model=name, payload=payload
+                )
+            except Exception:  # noqa: BLE001 - the refusal stands; the log has it
+                logger.exception("could not record artifact_tampered for %s", model_id)
+
+        self._io.submit(report)
 
     async def _load_now(self, model_id: str) -> ServedModel:
         t0 = time.perf_counter()
@@ -309,13 +389,19 @@ class ModelServer:
                     rows[i] = validate_request(model.signature, rows[i])
                 except RayMLPError as e:
                     out[i] = e.to_dict()
+                except (OverflowError, ValueError, TypeError) as e:  # a value no rule foresaw
+                    out[i] = ValidationError(
+                        f"features: {e} (rule: values the signature's types can hold)",
+                        field="features",
+                        rule="valid value",
+                    ).to_dict()
         ok = [i for i in range(n) if out[i] is None]
         if ok:
-            batch = [rows[i] for i in ok]
-            probs = await asyncio.get_running_loop().run_in_executor(
-                model.executor, model.predictor.predict_proba, batch
-            )
+            probs = await self._forward(model, [rows[i] for i in ok])
             for k, i in enumerate(ok):
+                if isinstance(probs[k], dict):  # this row alone failed the forward pass
+                    out[i] = probs[k]
+                    continue
                 p = float(probs[k])
                 if not math.isfinite(p):
                     out[i] = ValidationError(
@@ -330,6 +416,29 @@ class ModelServer:
                 out[i] = ans
         self.errors += sum(1 for a in out if a and "error" in a)
         return out  # type: ignore[return-value]
+
+    async def _forward(self, model: ServedModel, batch: list[Any]) -> list[Any]:
+        """One forward pass for ``batch``: a probability per row. When the pass fails, each row
+        is scored alone, so a row that breaks the model fails alone (an error dict in its
+        place) and never its batch-mates."""
+        loop = asyncio.get_running_loop()
+        try:
+            return list(
+                await loop.run_in_executor(model.executor, model.predictor.predict_proba, batch)
+            )
+        except Exception as e:  # noqa: BLE001 - isolated below
+            if len(batch) == 1:
+                return [_error_dict(e, model.model_id)]
+        out: list[Any] = []
+        for row in batch:
+            try:
+                probs = await loop.run_in_executor(
+                    model.executor, model.predictor.predict_proba, [row]
+                )
+                out.append(probs[0])
+            except Exception as e:  # noqa: BLE001 - this row's answer is its error
+                out.append(_error_dict(e, model.model_id))
+        return out
 
     async def _entity_rows(
         self,
@@ -352,17 +461,41 @@ class ModelServer:
         entity_rows = [{**(items[i].get("features") or {}), **items[i]["entity"]} for i in idx]
         features = self._platform_client().features
         self.feature_calls += 1
+        loop = asyncio.get_running_loop()
         try:
-            fetched = await asyncio.get_running_loop().run_in_executor(
+            fetched = await loop.run_in_executor(
                 self._io, features.get_online_features, entity_rows, model.lookup
             )
-        except (ValidationError, NotFoundError) as e:  # e.g. a join key is missing
-            for i in idx:
-                out[i] = e.to_dict()
-            return
+        except Exception as e:  # noqa: BLE001 - whose fault it is is decided below
+            if isinstance(e, (UnavailableError, StorageError)) or len(idx) == 1:
+                # the store itself is down (or the request was alone): the same answer for all
+                for i in idx:
+                    out[i] = _error_dict(e, model.model_id)
+                return
+            # One bad entity (a missing join key, a wrong type) must fail alone: look each
+            # request up on its own, so its batch-mates still get their features.
+            self.feature_calls += len(idx)
+            singles = await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        self._io, features.get_online_features, [row], model.lookup
+                    )
+                    for row in entity_rows
+                ),
+                return_exceptions=True,
+            )
+            fetched = []
+            for i, res in zip(idx, singles, strict=True):
+                if isinstance(res, BaseException):
+                    out[i] = _error_dict(res, model.model_id)
+                    fetched.append(None)
+                else:
+                    fetched.append(res[0])
         sig_inputs = model.signature.inputs if model.signature is not None else []
         for j, i in enumerate(idx):
             row = fetched[j]
+            if row is None:  # its own lookup failed (out[i] holds the error)
+                continue
             status = row.get("_status") or {}
             if status and all(s == "not_found" for s in status.values()):
                 out[i] = NotFoundError(
@@ -426,6 +559,7 @@ class ModelServer:
             "max_inflight_seen": self.max_inflight_seen,
             "feature_calls": self.feature_calls,
             "loads": self.loads,
+            "refused_loads": self.refused_loads,
             "loaded": self.loaded_models(),
             "batching": self._batching.model_dump(),
         }

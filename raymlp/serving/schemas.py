@@ -29,6 +29,7 @@ __all__ = [
     "ErrorResponse",
     "ModelSummary",
     "ModelsResponse",
+    "ReadyResponse",
 ]
 
 #: Who answered a prediction.
@@ -78,7 +79,10 @@ class BatchPredictionRequest(_Body):
 
     model_id: str = Field(min_length=1, max_length=_MAX_ID, description="Served model name.")
     instances: list[Instance] = Field(
-        min_length=1, max_length=10_000, description="The instances, answered in order."
+        min_length=1,
+        max_length=10_000,
+        description="The instances, answered in order (the gateway's "
+        "max_instances_per_request, default 1000, may allow fewer).",
     )
     version: int | None = Field(None, ge=1, description="Pin a version for every instance.")
 
@@ -109,16 +113,38 @@ class BatchPredictionResponse(BaseModel):
 
 
 class FeedbackRequest(_Body):
-    """``POST /v1/feedback``: the ground truth of an earlier prediction."""
+    """``POST /v1/feedback``: the ground truth of an earlier prediction — one label per
+    request id this service answered for the caller's tenant (404 otherwise, 409 for a
+    second label)."""
 
-    request_id: str = Field(min_length=1, max_length=256, description="The prediction's id.")
-    label: str | int | float | bool = Field(description="The true label.")
-    model_id: str | None = Field(None, max_length=_MAX_ID, description="Model, if known.")
+    request_id: str = Field(
+        min_length=1, max_length=256, description="The prediction's id (its 'request_id')."
+    )
+    label: str | int | float | bool = Field(
+        description="The true label (a finite number, string or bool)."
+    )
+    model_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=_MAX_ID,
+        description="Model, if known: must be the model of the original request.",
+    )
 
 
 class FeedbackResponse(BaseModel):
+    """202: the label was stored."""
+
     request_id: str
     accepted: bool
+
+
+class ReadyResponse(BaseModel):
+    """``GET /readyz``: ``models`` only for a caller with a key (its tenant's models)."""
+
+    status: Literal["ready"]
+    models: dict[str, int] | None = Field(
+        None, description="The caller's tenant's models -> stable version (with a key only)."
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -128,7 +154,7 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Every error: 400, 401, 403, 404, 422, 429 or 503."""
+    """Every error: 400, 401, 403, 404, 409, 413, 422, 429 or 503."""
 
     error: ErrorDetail
 

@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from raymlp._private.git import detect_git_commit
-from raymlp.errors import NotFoundError
+from raymlp.errors import ConfigError, NotFoundError
 from raymlp.predictor.preprocessing import short_feature_names
+from raymlp.registry.artifacts import factory_allowed
 from raymlp.training.data import PreparedData, prepare_data, read_table
 from raymlp.training.publish import Publication, metrics_for_registry, publish
 from raymlp.training.trainer import BestCheckpoint, find_best_checkpoint, join_uri, make_trainer
@@ -285,6 +286,27 @@ def _train(
     return best, {}, []
 
 
+def factory_modules(platform: Any) -> list[str] | None:
+    """The platform's ``registry.model_factory_modules`` (None: the default allow-list)."""
+    registry = getattr(getattr(platform, "config", None), "registry", None)
+    return list(registry.model_factory_modules) if registry is not None else None
+
+
+def check_factory_allowed(platform: Any, cfg: Any) -> None:
+    """Fail before training when the configured factory could never be registered or served
+    (``registry.model_factory_modules``), rather than after an hour of training."""
+    modules = factory_modules(platform)
+    if modules is not None and not factory_allowed(cfg.model.factory, modules):
+        raise ConfigError(
+            f"model.factory {cfg.model.factory!r} is not in an allowed module (rule: "
+            f"registry.model_factory_modules = {modules}; add its package to the platform "
+            "config)",
+            field="model.factory",
+            value=cfg.model.factory,
+            rule="model_factory_modules",
+        )
+
+
 def run_training_job(
     platform: Any,
     cfg: Any,
@@ -299,6 +321,7 @@ def run_training_job(
             the parent run is ended FAILED and nothing is registered.
     """
     say = say or (lambda msg: print(f"[raymlp train] {msg}", flush=True))
+    check_factory_allowed(platform, cfg)
     t_start = time.monotonic()
     reg = platform.registry
     name = cfg.registry.model_name
@@ -373,6 +396,7 @@ def _run(
             tmp=Path(tmp),
             say=say,
             weights=best.load_weights(),
+            factory_modules=factory_modules(platform),
         )
         out = publish(pub)
     reg.log_metrics(

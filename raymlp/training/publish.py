@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raymlp.errors import NotFoundError, RayMLPError, ValidationError
+from raymlp.errors import ArtifactIntegrityError, NotFoundError, RayMLPError, ValidationError
 from raymlp.predictor.artifact import Predictor, load_predictor, quantize_int8, save_artifact
 from raymlp.training.card import CardFacts, render_card
 from raymlp.training.data import PreparedData
@@ -66,6 +66,9 @@ class Publication:
     tmp: Path
     say: Callable[[str], None]
     weights: dict[str, Any] = field(default_factory=dict)
+    #: ``registry.model_factory_modules`` of the platform: artifacts are loaded back (for the
+    #: test metrics and the gate) under the same allow-list serving applies
+    factory_modules: list[str] | None = None
 
     @property
     def name(self) -> str:
@@ -164,7 +167,7 @@ def _primary(pub: Publication) -> tuple[Predictor, Path, dict[str, Any], dict[st
         signature=pub.signature,
         spec_extra=pub.spec_extra("primary"),
     )
-    predictor = load_predictor(main_dir)
+    predictor = load_predictor(main_dir, factory_modules=pub.factory_modules)
     metrics, y, p = evaluate(predictor, prepared.raw["test"])
     pub.say(
         f"test: auc {metrics['auc']:.4f} accuracy {metrics['accuracy']:.4f} "
@@ -251,7 +254,9 @@ def _fallback(
         spec_extra=pub.spec_extra("fallback", fallback_for=pub.name),
     )
     fb_dir = save_artifact(pub.tmp / "fallback", **common)
-    metrics, _, _ = evaluate(load_predictor(fb_dir), prepared.raw["test"])
+    metrics, _, _ = evaluate(
+        load_predictor(fb_dir, factory_modules=pub.factory_modules), prepared.raw["test"]
+    )
     card = render_card(
         pub.card(
             name,
@@ -285,8 +290,11 @@ def _current_holder(pub: Publication) -> tuple[dict[str, Any] | None, int | None
     except NotFoundError:
         return None, None, None
     try:
-        metrics, _, _ = evaluate(load_predictor(current.artifact_uri), pub.prepared.raw["test"])
-    except (ValidationError, NotFoundError) as e:
+        current_predictor = load_predictor(
+            current.artifact_uri, factory_modules=pub.factory_modules
+        )
+        metrics, _, _ = evaluate(current_predictor, pub.prepared.raw["test"])
+    except (ValidationError, NotFoundError, ArtifactIntegrityError) as e:
         return {}, current.version, f"cannot score {alias} v{current.version} on this split: {e}"
     pub.say(
         f"gate: {alias} is v{current.version}, test {pub.cfg.promotion.metric} "

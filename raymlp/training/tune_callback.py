@@ -24,7 +24,8 @@ from typing import Any, cast
 
 from ray.tune import Callback
 
-from raymlp.config import PlatformConfig, Principal, load_platform_config
+from raymlp._private.credentials import Caller
+from raymlp.config import PlatformConfig, load_platform_config
 from raymlp.errors import RayMLPError
 
 __all__ = ["RegistryTuneCallback"]
@@ -95,7 +96,7 @@ class RegistryTuneCallback(Callback):
             ended with it).
         metric / mode: optional; the parent run gets the best trial's value of ``metric`` and
             the tag ``best_run_id``.
-        principal: act as this principal (default: the platform's).
+        principal: act as this caller (default: the platform's).
     """
 
     def __init__(
@@ -106,11 +107,11 @@ class RegistryTuneCallback(Callback):
         *,
         metric: str | None = None,
         mode: str = "max",
-        principal: Principal | None = None,
+        principal: Caller | None = None,
     ) -> None:
         if hasattr(platform_or_config, "registry") and hasattr(platform_or_config, "config"):
             self._config: PlatformConfig = platform_or_config.config
-            self._principal = principal or platform_or_config.principal
+            self._principal = principal or platform_or_config.caller
         else:
             if isinstance(platform_or_config, PlatformConfig):
                 self._config = platform_or_config

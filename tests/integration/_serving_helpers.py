@@ -87,6 +87,8 @@ def served_app(tmp: Path) -> Iterator[Served]:
                         "api_key_sha256": hash_api_key(KEYS["ops"]),
                     },
                     {"name": "serving", "tenant": "acme", "roles": ["admin"]},
+                    # The monitor reads every tenant's models (a keyless service principal).
+                    {"name": "monitor", "tenant": "acme", "roles": ["admin"]},
                     {
                         "name": "alice",
                         "tenant": "acme",
@@ -104,7 +106,7 @@ def served_app(tmp: Path) -> Iterator[Served]:
             },
         }
     )
-    p = connect(config=cfg)
+    p = connect(config=cfg, api_key=KEYS["ops"])
     for name in ("v1", "v3", "fb", "other"):
         set_control(tmp / f"{name}.ctl")
     arts = {

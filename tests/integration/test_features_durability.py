@@ -132,7 +132,7 @@ def test_sharded_online_store(ray_cluster, tmp_path, monkeypatch):
         assert got == {**{cid: i for i, cid in enumerate(ids)}, "late": 7, "absent": None}
         held = [
             ray.get(
-                ray.get_actor(f"feature_store_online_{i}", namespace="raymlp").online_stats.remote()
+                ray.get_actor(f"feature_store_online_{i}", namespace="raymlp").online_stats.remote(p.caller.wire())
             )["views"]["customer_usage"]
             for i in range(2)
         ]

@@ -97,6 +97,15 @@ def _traffic(
     return out
 
 
+def _register(platform, tmp_path, model: str, versions: int = 1) -> None:
+    """Only registered model versions are monitored: register ``versions`` of ``model``."""
+    art = tmp_path / "artifact"
+    art.mkdir(exist_ok=True)
+    (art / "weights.bin").write_bytes(b"w")
+    for _ in range(versions):
+        platform.registry.register(model, art)
+
+
 def _series(text: str, name: str, **labels: str) -> list[float]:
     """Values of the exposition lines of ``name`` whose labels include ``labels``."""
     out = []
@@ -109,6 +118,8 @@ def _series(text: str, name: str, **labels: str) -> list[float]:
 
 def test_drift_alert_accuracy_metrics_and_restart(platform, tmp_path):
     mon = platform.monitor
+    _register(platform, tmp_path, "churn")
+    _register(platform, tmp_path, "risk")
     _write_profile(platform, "churn")
     _write_profile(platform, "risk")
     assert mon.apply_config(MONITORING)["rules"] == 2
@@ -196,6 +207,7 @@ def test_drift_alert_accuracy_metrics_and_restart(platform, tmp_path):
 
 def test_bad_canary_is_rolled_back_automatically(platform, tmp_path, capsys):
     mon = platform.monitor
+    _register(platform, tmp_path, "churn", versions=2)
     _write_profile(platform, "churn")
     _write_profile(platform, "churn", version=2)
     mon.apply_config(MONITORING)

@@ -108,10 +108,12 @@ def test_tenants_are_isolated(platform, tmp_path):
         dev.get_run("no-such-run")
 
 
-def test_actor_trusts_the_config_not_the_caller(platform):
+def test_actor_trusts_the_credential_not_the_caller(platform):
     handle = ray.get_actor("registry", namespace="raymlp")
     forged = {"name": "view", "tenant": "default", "roles": ["admin"]}
-    with pytest.raises(PermissionDeniedError):
+    with pytest.raises(AuthenticationError):
         call(handle.command.remote(forged, "create_experiment", {"name": "e"}))
+    with pytest.raises(AuthenticationError):
+        call(handle.command.remote({"name": "admin"}, "create_experiment", {"name": "e"}))
     with pytest.raises(AuthenticationError):
         call(handle.query.remote({"name": "mallory", "roles": ["admin"]}, "list_models", {}))

@@ -214,5 +214,5 @@ def test_webhooks_are_signed_and_retried(platform, tmp_path, hook_server):
     assert headers["X-RayMLP-Event"] == "alias_moved"
     assert verify_signature(os.environ[_SECRET_ENV], body, headers[SIGNATURE_HEADER])
     assert not verify_signature("wrong", body, headers[SIGNATURE_HEADER])
-    stats = ray.get(ray.get_actor("registry", namespace="raymlp").stats.remote())
+    stats = ray.get(ray.get_actor("registry", namespace="raymlp").stats.remote(platform.caller.wire()))
     assert stats["webhooks"]["delivered"] == 1 and stats["webhooks"]["attempts"] == 2

@@ -241,7 +241,8 @@ def test_batch_feedback_health_and_openapi(served):
         "accepted": True,
     }
     assert served.http.get("/healthz").json() == {"status": "ok"}
-    ready = served.http.get("/readyz")
+    assert served.http.get("/readyz").json() == {"status": "ready"}  # no key: nothing else
+    ready = served.http.get("/readyz", headers={"x-api-key": KEYS["ops"]})
     assert ready.status_code == 200 and ready.json()["models"]["churn"] >= 1
     spec = served.http.get("/openapi.json").json()
     assert {

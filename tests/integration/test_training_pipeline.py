@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from raymlp.config import load_train_config
+from raymlp.config import PlatformConfig, load_train_config
 from raymlp.errors import NotFoundError
 from raymlp.predictor.artifact import load_predictor
 from raymlp.training.pipeline import run_training_job
@@ -38,6 +38,17 @@ class ConstantLogit(nn.Module):
 def constant_logit(input_dim: int) -> nn.Module:
     """Model factory by import path (a user's own ``nn.Module``)."""
     return ConstantLogit(input_dim)
+
+
+@pytest.fixture
+def platform_config(tmp_path) -> PlatformConfig:
+    """This test's own model factory lives under ``tests``: allowed like a user's package."""
+    return PlatformConfig.model_validate(
+        {
+            "storage": {"root": str(tmp_path / "root")},
+            "registry": {"model_factory_modules": ["raymlp", "torch.nn", "tests"]},
+        }
+    )
 
 
 @pytest.fixture

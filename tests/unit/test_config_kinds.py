@@ -22,7 +22,7 @@ from raymlp.config import (
     load_config,
     load_platform_config,
 )
-from raymlp.errors import ConfigError
+from raymlp.errors import ConfigError, ValidationError
 
 STREAM = {
     "name": "s1",
@@ -136,8 +136,8 @@ def test_a_missing_monitoring_file_is_one_config_error(tmp_path):
 
 
 def test_both_webhooks_are_webhook_targets_with_their_own_defaults():
-    reg = RegistryWebhook(url="http://ci/hook")
-    alert = AlertWebhook(url="http://pager/hook")
+    reg = RegistryWebhook(url="http://ci/hook", secret_env="CI_SECRET")
+    alert = AlertWebhook(url="http://pager/hook", insecure=True)
     assert isinstance(reg, WebhookTarget) and isinstance(alert, WebhookTarget)
     assert (reg.max_retries, alert.max_retries) == (5, 3)
     assert reg.timeout_s == alert.timeout_s == 5.0 and alert.min_severity == "warning"
@@ -151,6 +151,8 @@ def test_one_definition_of_the_name_rules():
     from raymlp.registry import names
 
     assert names._NAME_RE is MODEL_NAME_RE and names._ALIAS_RE is ALIAS_RE
-    # unchanged behaviour: re.match with '$' lets one trailing newline through
-    assert names.check_model_name("churn\n") == "churn\n"
-    assert names.check_alias("prod\n") == "prod\n"
+    # a full match: a trailing newline is refused, also by callers that use .match
+    for check, bad in ((names.check_model_name, "churn\n"), (names.check_alias, "prod\n")):
+        with pytest.raises(ValidationError, match="not valid"):
+            check(bad)
+    assert MODEL_NAME_RE.match("churn\n") is None and ALIAS_RE.match("prod\n") is None

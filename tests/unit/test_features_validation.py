@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
 
 from raymlp.config import FeatureField, FeatureView
-from raymlp.errors import SchemaError
+from raymlp.errors import SchemaError, ValidationError
 from raymlp.features.dtypes import TS_TYPE, cast_rule
 from raymlp.features.validation import conform
 
@@ -110,3 +110,52 @@ def test_null_feature_values_and_all_null_columns_are_accepted():
 )
 def test_cast_rules(src, dtype, ok):
     assert (cast_rule(src, dtype) is None) is ok
+
+
+NOW_US = int(NOW.timestamp() * 1_000_000)
+SKEW = timedelta(minutes=5)
+
+
+def test_event_times_beyond_the_clock_skew_are_refused_naming_field_value_and_rule():
+    late = datetime(2100, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValidationError) as info:
+        conform(
+            table(event_timestamp=pa.array([NOW, late], TS_TYPE)),
+            VIEW,
+            KEYS,
+            max_future_skew=SKEW,
+            now_us=NOW_US,
+        )
+    err = info.value
+    assert (err.field, err.rule, err.row) == (
+        "event_timestamp",
+        "event time <= now + max_future_skew",
+        1,
+    )
+    assert err.value.startswith("2100-01-01") and "max_future_skew" in str(err)
+
+
+def test_event_times_within_the_skew_pass_and_no_bound_without_a_skew():
+    inside = NOW + SKEW
+    ok = table(event_timestamp=pa.array([NOW, inside], TS_TYPE))
+    assert conform(ok, VIEW, KEYS, max_future_skew=SKEW, now_us=NOW_US).num_rows == 2
+    just_over = table(event_timestamp=pa.array([inside + timedelta(milliseconds=1)] * 2, TS_TYPE))
+    with pytest.raises(ValidationError):
+        conform(just_over, VIEW, KEYS, max_future_skew=SKEW, now_us=NOW_US)
+    assert conform(just_over, VIEW, KEYS).num_rows == 2  # no skew given: not checked
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1.0, float("nan")],
+        [float("inf"), 1.0],
+        [1.0, float("-inf")],
+        [1.0, 1e300],  # overflows float32 when stored
+    ],
+)
+def test_non_finite_float_features_are_refused_naming_the_field(values):
+    with pytest.raises(ValidationError) as info:
+        conform(table(charges=pa.array(values, pa.float64())), VIEW, KEYS)
+    err = info.value
+    assert err.field == "charges" and err.rule == "finite float32" and err.view == "profile"

@@ -11,9 +11,9 @@ from raymlp.registry.service import RegistryService
 from raymlp.storage import Storage
 
 SIG = {"inputs": [{"name": "x", "dtype": "float64"}], "output": {"name": "y", "kind": "binary"}}
-DEV = {"name": "dev"}
-VIEWER = {"name": "viewer"}
-OTHER = {"name": "other-dev"}
+DEV = {"name": "dev", "api_key": "k1"}
+VIEWER = {"name": "viewer", "api_key": "k2"}
+OTHER = {"name": "other-dev", "api_key": "k3"}
 AUTH = {
     "tenants": [{"name": "acme"}, {"name": "globex"}],
     "principals": [
@@ -23,8 +23,10 @@ AUTH = {
             "roles": ["developer"],
             "api_key_sha256": hash_api_key("k1"),
         },
-        {"name": "viewer", "tenant": "acme", "roles": ["viewer"]},
-        {"name": "other-dev", "tenant": "globex", "roles": ["developer"]},
+        {"name": "viewer", "tenant": "acme", "roles": ["viewer"],
+         "api_key_sha256": hash_api_key("k2")},
+        {"name": "other-dev", "tenant": "globex", "roles": ["developer"],
+         "api_key_sha256": hash_api_key("k3")},
     ],
 }
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from jobs import quickstart
+from raymlp._private.credentials import Caller
 from raymlp.client import Platform, ServeClient
-from raymlp.config import PlatformConfig, Principal, hash_api_key
+from raymlp.config import PlatformConfig, hash_api_key
 from raymlp.errors import ConfigError
 
 
@@ -19,7 +20,7 @@ def _auth_platform(tmp_path) -> Platform:
             {"name": "serving-svc", "roles": ["viewer"]},
         ]},
     })
-    return Platform(cfg, Principal(name="alice", roles=["developer"]))
+    return Platform(cfg, Caller(cfg.auth.by_name("alice"), api_key="k"))
 
 
 def test_deploy_without_a_service_principal_is_refused_when_auth_is_on(tmp_path):
@@ -35,6 +36,20 @@ def test_deploy_with_an_unknown_principal_names_it(tmp_path):
     cfg = client.load_config("configs/serve/churn.yaml").model_copy(update={"principal": "ghost"})
     with pytest.raises(ConfigError, match="'ghost' is not in platform.yaml"):
         client.deploy(cfg)
+
+
+def test_a_principal_with_an_api_key_is_not_a_service_principal(tmp_path):
+    client = ServeClient(_auth_platform(tmp_path))
+    cfg = client.load_config("configs/serve/churn.yaml").model_copy(update={"principal": "alice"})
+    with pytest.raises(ConfigError, match="not a service principal") as e:
+        client.deploy(cfg)
+    assert e.value.context["field"] == "principal"
+
+
+def test_a_principal_record_is_not_a_credential(tmp_path):
+    cfg = _auth_platform(tmp_path).config
+    with pytest.raises(TypeError, match="proves nothing"):
+        Platform(cfg, cfg.auth.by_name("alice"))  # type: ignore[arg-type]
 
 
 def test_quickstart_checks_the_serve_principal_before_training(tmp_path):

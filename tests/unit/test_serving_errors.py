@@ -37,7 +37,7 @@ from raymlp.serving.errors import HTTP_STATUSES, error_body, error_response, htt
         (OverloadedError("full"), 429, "overloaded"),
         (UnavailableError("down"), 503, "unavailable"),
         (StorageError("disk"), 503, "storage_error"),
-        (ConflictError("moved"), 400, "conflict"),
+        (ConflictError("moved"), 409, "conflict"),
         (RayMLPError("generic"), 503, "unavailable"),
         (RuntimeError("Traceback (most recent call last): secret"), 503, "unavailable"),
         (BackPressureError(num_queued_requests=10, max_queued_requests=10), 429, "overloaded"),
