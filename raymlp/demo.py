@@ -69,7 +69,8 @@ class DemoSettings:
     #: the same model, and a canary of an identical model shows nothing).
     canary_overrides: dict[str, Any] | None = field(
         default_factory=lambda: {"optimizer.weight_decay": 0.01})
-    canary_weight: float = 25.0
+    # At most registry.max_unapproved_canary_weight (10 %): v2 is not approved.
+    canary_weight: float = 10.0
     keep_serving: bool = True
     check: bool = False
     http_port: int = 8000
@@ -222,7 +223,7 @@ def run_demo(settings: DemoSettings, address: str | None = None) -> int:
     stage(f"training a second version and starting a {settings.canary_weight:g}% canary")
     canary_overrides = {**(settings.train_overrides or {}), **(settings.canary_overrides or {})}
     v2 = train_churn(p, data["labels"]["uri"], canary_overrides, say=_say).version
-    p.serve.canary(MODEL, version=v2, weight=settings.canary_weight, steps=[5, 25, 50, 100])
+    p.serve.canary(MODEL, version=v2, weight=settings.canary_weight, steps=[5, 10, 25, 50, 100])
     routes: Counter[str] = Counter()
     ids = data["customer_usage"]["ids"]
     for cid in ids[: 60 if settings.check else 40]:

@@ -97,7 +97,7 @@ class RegistryService:
         self.log = EventLog(storage, compact_every=self.settings.compact_every)
         self.state = RegistryState()
         self.models = ModelCommands(
-            self.state, self.settings, lambda n, v: storage.uri("models", n, str(v))
+            self.state, self.settings, lambda n, v: storage.uri("models", n, str(v)), storage
         )
         self.tracking = TrackingCommands(self.state)
         self.traffic = TrafficCommands(self.models)

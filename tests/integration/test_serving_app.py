@@ -425,8 +425,9 @@ def test_canary_split_within_5_points_sticky_and_promoted_by_steps(served):
     served.wait_primary()
     if served.p.registry.get("churn", version=2).stage == "archived":  # after a rollback
         served.p.registry.set_stage("churn", 2, "staging")
-    route = served.p.serve.canary("churn", 2, 20, steps=[20, 50, 100])
-    assert route["canary"] == {"version": 2, "weight": 20.0}
+    # 10 %: the ceiling for a version that is not approved (issue 13: traffic is a promotion).
+    route = served.p.serve.canary("churn", 2, 10, steps=[10, 50, 100])
+    assert route["canary"] == {"version": 2, "weight": 10.0}
     bodies = [
         {
             "model_id": "churn",
@@ -437,7 +438,7 @@ def test_canary_split_within_5_points_sticky_and_promoted_by_steps(served):
     answers = asyncio.run(post_many(served.url, bodies))
     versions = [a["model_version"] for a in answers]
     share = versions.count("2") / len(versions) * 100
-    assert abs(share - 20) <= 5, share
+    assert abs(share - 10) <= 5, share
     assert {a["route"] for a in answers if a["model_version"] == "2"} == {"canary"}
     # sticky: the same entities, other inputs, same side
     again = asyncio.run(
