@@ -608,8 +608,11 @@ class MonitorActor(PlatformActor):
         self._controller = fn
 
     def apply_config(self, principal: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-        """Replace the monitoring config (rules, drift, canary...) at runtime; persisted."""
-        self._require(principal, "developer")
+        """Replace the monitoring config (rules, drift, canary...) at runtime; persisted.
+
+        Admin only: the config is platform-wide (one tenant's developer must not relax another
+        tenant's canary policy or silence its alert rules)."""
+        self._require(principal, "admin")
         from raymlp.config import load_config
 
         cfg = load_config(MonitoringConfig, config, "monitoring config")

@@ -26,6 +26,9 @@ class ModelVersion:
     description: str = ""
     created_at: float = 0.0
     created_by: str = ""
+    #: sha256 of every artifact file, recorded at registration (None: registered before digests
+    #: were recorded); :func:`~raymlp.predictor.artifact.load_predictor` verifies them.
+    digests: dict[str, str] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelVersion:

@@ -148,7 +148,9 @@ class MonitorClient:
     def apply_config(
         self, config: str | Path | dict[str, Any] | MonitoringConfig
     ) -> dict[str, Any]:
-        """Replace the monitoring config (a YAML path, dict or MonitoringConfig); persisted."""
+        """Replace the monitoring config (a YAML path, dict or MonitoringConfig); persisted.
+
+        Needs an admin: the config applies to every tenant's models."""
         if isinstance(config, str | Path):
             cfg = load_monitoring_config(config)
         elif isinstance(config, MonitoringConfig):

@@ -120,6 +120,8 @@ class BatchPredictor:
         torch_threads: int = 1,
         score_rows: int | None = None,
         write_to: PredictionFiles | None = None,
+        digests: dict[str, str] | None = None,
+        factory_modules: list[str] | None = None,
     ) -> None:
         import torch
 
@@ -127,7 +129,14 @@ class BatchPredictor:
 
         # One intra-op thread per CPU the actor holds: actors share the node, not oversubscribe.
         torch.set_num_threads(max(1, torch_threads))
-        self.predictor = load_predictor(artifact_uri, variant=variant, device=device)
+        # The registered digests are verified, as in serving: a rewritten file is refused.
+        self.predictor = load_predictor(
+            artifact_uri,
+            variant=variant,
+            device=device,
+            digests=digests,
+            factory_modules=factory_modules,
+        )
         self.refs, self.keep = dict(refs), list(keep)
         self.model_name, self.model_version = model_name, int(model_version)
         self.run_id, self.run_ts = run_id, int(run_timestamp_us)
@@ -203,13 +212,16 @@ def predict_dataset(
     num_cpus: float = 1.0,
     num_gpus: float | None = None,
     write_to: PredictionFiles | None = None,
+    digests: dict[str, str] | None = None,
+    factory_modules: list[str] | None = None,
 ) -> Any:
     """``ds`` (entity + feature columns) → a lazy dataset of predictions (:class:`BatchPredictor`
     on an actor pool of ``concurrency`` actors; ``num_gpus`` puts each on a GPU share).
 
     With ``write_to`` the actors write the predictions themselves, a block at a time
     (``batch_size`` rows per model call), and the dataset is of file records for
-    :func:`write_predictions` to commit."""
+    :func:`write_predictions` to commit. ``digests`` (the registered artifact digests) and
+    ``factory_modules`` (the allowed factory modules) are checked by every actor at load."""
     from ray.data import ActorPoolStrategy
 
     device = "cuda" if num_gpus else "cpu"
@@ -233,6 +245,8 @@ def predict_dataset(
             "torch_threads": max(1, int(num_cpus)),
             "score_rows": batch_size,
             "write_to": write_to,
+            "digests": digests,
+            "factory_modules": factory_modules,
         },
         # Writing: whole blocks per call (one file each, not one per batch_size rows).
         batch_size=None if write_to is not None else batch_size,
@@ -416,6 +430,8 @@ def run_batch_prediction(
         write_to=PredictionFiles(
             platform.storage, cfg.output, file_prefix(txn_id), cfg.rows_per_file
         ),
+        digests=mv.digests,
+        factory_modules=list(platform.config.registry.model_factory_modules),
     )
     lineage: dict[str, Any] = {
         "run_id": run_id,

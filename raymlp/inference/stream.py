@@ -148,7 +148,11 @@ class LocalScorer(Scorer):
         mv = resolve_model(self._p, self._cfg.model)
         if mv.version != self._version:
             self._predictor = load_predictor(
-                mv.artifact_uri, variant=self._cfg.model.variant, device=self._device
+                mv.artifact_uri,
+                variant=self._cfg.model.variant,
+                device=self._device,
+                digests=mv.digests,
+                factory_modules=self._p.config.registry.model_factory_modules,
             )
             self._refs = input_refs(
                 self._predictor.spec, self._cfg.features, self._predictor.input_names

@@ -188,7 +188,10 @@ def _coerce(name: str, dtype: str, value: Any) -> Any:
     if dtype in _FLOATS:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise _type_error(name, dtype, value)
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an int beyond float64, e.g. a 400-digit JSON number
+            out = math.inf if value > 0 else -math.inf
         if math.isinf(out):
             raise ValidationError(
                 f"feature {name!r} is {out} (rule: a finite number)",

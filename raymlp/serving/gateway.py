@@ -2,7 +2,9 @@
 
 Per request: bound the body (size, finite numbers: :mod:`raymlp.serving.limits`), authenticate
 (API key → principal and tenant), admit it (per-tenant rate limits and the in-flight bound,
-both counted in instances), validate against the model signature, pick the version (stable,
+both counted in instances), tokenize its sensitive inputs (raw values of sensitive features and
+join keys become the feature store's tokens before anything else sees them:
+:mod:`raymlp.serving.sensitive`), validate against the model signature, pick the version (stable,
 sticky canary, or a pinned ``version``: only a served one unless the caller develops that
 model's tenant), answer from the response cache or through the fallback chain (primary →
 fallback model → rule → default, each guarded by a breaker of its own per tenant), copy to the
@@ -75,6 +77,7 @@ from raymlp.serving.schemas import (
     PredictionResponse,
     ReadyResponse,
 )
+from raymlp.serving.sensitive import SensitiveGuard
 from raymlp.serving.shadow import ShadowRunner
 
 __all__ = ["Gateway", "app"]
@@ -115,8 +118,9 @@ class Gateway:
         self.breakers = BreakerBoard(self.cfg.breaker)
         self.log = PredictionLog(self._platform, self.cfg.prediction_log)
         self.shadow = ShadowRunner(self.cfg.shadow, report=self.log.prediction)
-        self.table = RoutingTable(self.cfg, self._platform.registry, self._warm)
         self._models = {m.name: m for m in self.cfg.models}
+        self.sensitive = SensitiveGuard(self._platform, self._models)
+        self.table = RoutingTable(self.cfg, self._platform.registry, self._warm)
         self._inflight = 0
         self.counts: Counter[str] = Counter()
         try:
@@ -140,6 +144,7 @@ class Gateway:
         while True:
             await asyncio.sleep(self.cfg.gateway.refresh_interval_s)
             await self.table.refresh_all()
+            await self.sensitive.refresh_definitions()
 
     def _handle(self, pool: str, model_id: str, method: str = "predict") -> Any:
         key = (pool, model_id, method)
@@ -151,6 +156,7 @@ class Gateway:
         return h
 
     async def _warm(self, pool: str, vi: VersionInfo) -> Any:
+        await self.sensitive.prepare(vi)  # its sensitive inputs, before it gets traffic
         return await self._handle(pool, vi.model_id, "warmup").remote()
 
     async def _call(self, pool: str, model_id: str, item: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +212,20 @@ class Gateway:
             rule="version pinning",
         )
 
+    async def _protect(
+        self, principal: Principal, route: ModelRoute, inst: Instance, pinned: int | None
+    ) -> Instance:
+        """``inst`` with tokens in place of raw sensitive values (:mod:`raymlp.serving.sensitive`),
+        before anything routes, validates, caches, answers or logs it: the model sees the token
+        the feature store held at training time. ``inst`` itself for a model without sensitive
+        inputs."""
+        await self.sensitive.for_route(route)  # known (and cached) before any refusal below
+        pinned_vi = None
+        if pinned is not None:
+            self._check_pin(principal, route, pinned)
+            pinned_vi = await self.table.version(route.name, pinned)
+        return await self.sensitive.protect(route, inst, pinned_vi)
+
     async def _answer(
         self,
         principal: Principal,
@@ -215,7 +235,8 @@ class Gateway:
         routing_header: str | None,
         rid: str,
     ) -> tuple[Answer, dict[str, Any] | None, str]:
-        """The answer to one instance, the features to log, and the route label tried."""
+        """The answer to one instance (its sensitive values already tokenized: ``_protect``),
+        the features to log, and the route label tried."""
         mcfg = self._models[route.name]
         features, entity = inst.features, inst.entity
         key_values: dict[str, Any] = {}
@@ -435,25 +456,29 @@ class Gateway:
             status, payload = error_body(e, rid)
             return json_response(payload, status)
         self._inflight += 1
-        ans, feats, label = None, body.features, "primary"
-        routed = False
+        ans, feats, label = None, None, "primary"
+        route: ModelRoute | None = None
+        protected = False
         try:
             route = self._route(principal, body.model_id)
-            routed = True
+            inst = await self._protect(principal, route, body, body.version)
+            feats, protected = inst.features, True
             ans, feats, label = await self._answer(
                 principal,
                 route,
-                body,
+                inst,
                 body.version,
                 request.headers.get(self.cfg.gateway.routing_header),
                 rid,
             )
         except Exception as e:  # noqa: BLE001 - every failure gets the error schema
             status, payload = error_body(e, rid)
-            if not routed:
+            if route is None:
                 # a model that is not served (or not the caller's): no record, so made-up
                 # names cannot create monitor state or tell the monitor whose a model is
                 return json_response(payload, status)
+            if not protected:  # refused before tokenization: only what is safe to log
+                feats = self.sensitive.loggable(route, body.features)
             self._record(
                 rid,
                 body.model_id,
@@ -511,16 +536,33 @@ class Gateway:
         try:
             route = self._route(principal, body.model_id)
             header = request.headers.get(self.cfg.gateway.routing_header)
+            insts: list[Instance | BaseException] = []
+            for inst in body.instances:
+                try:
+                    insts.append(await self._protect(principal, route, inst, body.version))
+                except Exception as e:  # noqa: BLE001 - this instance's answer
+                    insts.append(e)
+
+            async def answer(i: int, inst: Instance | BaseException) -> Any:
+                if isinstance(inst, BaseException):
+                    raise inst
+                return await self._answer(
+                    principal, route, inst, body.version, header, f"{rid}-{i}"
+                )
+
             results = await asyncio.gather(
-                *(
-                    self._answer(principal, route, inst, body.version, header, f"{rid}-{i}")
-                    for i, inst in enumerate(body.instances)
-                ),
+                *(answer(i, inst) for i, inst in enumerate(insts)),
                 return_exceptions=True,
             )
             out = []
             for i, res in enumerate(results):
                 if isinstance(res, BaseException):
+                    sent = insts[i]
+                    logged = (
+                        self.sensitive.loggable(route, body.instances[i].features)
+                        if isinstance(sent, BaseException)
+                        else sent.features
+                    )
                     status, payload = error_body(res, rid)
                     err = payload["error"]
                     details = err["details"] if isinstance(err["details"], dict) else {}
@@ -533,7 +575,7 @@ class Gateway:
                         principal,
                         t0,
                         None,
-                        body.instances[i].features,
+                        logged,
                         "primary",
                         error_for_code(err["code"])(err["message"]),
                     )
@@ -717,7 +759,8 @@ class Gateway:
                 else self._platform.principal
             )
             route = self._route(principal, body.model_id)
-            ans, feats, label = await self._answer(principal, route, body, body.version, None, rid)
+            inst = await self._protect(principal, route, body, body.version)
+            ans, feats, label = await self._answer(principal, route, inst, body.version, None, rid)
         except Exception as e:  # noqa: BLE001
             return error_body(e, rid)[1]
         rec = self._record(rid, body.model_id, principal, t0, ans, feats, label)
@@ -755,3 +798,6 @@ class Gateway:
         watcher = getattr(self, "_watcher", None)
         if watcher is not None:
             watcher.stop()
+        sensitive = getattr(self, "sensitive", None)
+        if sensitive is not None:
+            sensitive.close()

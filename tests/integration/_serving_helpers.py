@@ -77,6 +77,9 @@ def served_app(tmp: Path) -> Iterator[Served]:
         {
             "storage": {"root": str(tmp / "root")},
             "registry": {"approval_required": False},
+            # The routing tests set canaries by hand; the monitor's canary analysis (tested in
+            # test_monitor_actor) would roll back v2, a different model, on prediction drift.
+            "monitor": {"monitoring": {"canary": {"auto_rollback": False, "auto_advance": False}}},
             "auth": {
                 "tenants": [{"name": "acme"}, {"name": "globex"}],
                 "principals": [

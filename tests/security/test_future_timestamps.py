@@ -63,7 +63,9 @@ def test_push_and_ingest_refuse_rows_dated_in_the_future(alice):
         assert e.rule == "event time <= now + max_future_skew" and "max_future_skew" in e.message
         assert _state(alice) == before  # no commit, no data file, online value untouched
     # Just beyond the skew is refused too; within it is accepted.
-    beyond = _with_time(usage_rows([("c1", 0, 7, 1.0)]), NOW + timedelta(minutes=30))
+    beyond = _with_time(
+        usage_rows([("c1", 0, 7, 1.0)]), datetime.now(UTC) + timedelta(minutes=30)
+    )
     with pytest.raises(ValidationError):
         alice.features.push("usage", beyond)
     # The entity is not pinned: a row of "now" replaces the old value.

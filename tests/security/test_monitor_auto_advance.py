@@ -31,7 +31,7 @@ def test_auto_advance_cannot_push_an_unapproved_canary_past_the_ceiling(platform
     alice, gateway = as_(platform, "alice"), as_(platform, "serving")
     register(alice, tmp_path, "churn", versions=2)
     alice.registry.set_traffic("churn", canary_version=2, canary_weight=5.0, reason="try v2")
-    alice.monitor.apply_config({"canary": CANARY})
+    as_(platform, "ops").monitor.apply_config({"canary": CANARY})
     old = time.time() - 90  # a whole step of healthy traffic already behind us
     traffic = records(100, "churn") + records(40, "churn", version=2, route="canary")
     gateway.monitor.log_predictions([{**r, "ts": old} for r in traffic])

@@ -29,7 +29,7 @@ def tenants(platform, tmp_path) -> tuple[Platform, Platform]:
     alice, carol = as_(platform, "alice"), as_(platform, "carol")
     register(alice, tmp_path, "churn", versions=2)
     register(carol, tmp_path, "fraud")
-    alice.monitor.apply_config({"rules": [ERRORS_RULE]})
+    as_(platform, "ops").monitor.apply_config({"rules": [ERRORS_RULE]})
     gateway = as_(platform, "serving")
     res = gateway.monitor.log_predictions(
         records(40, "churn", error_rate=0.5)
