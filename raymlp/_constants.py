@@ -29,7 +29,31 @@ def storage_root_override() -> str | None:
 
 def ray_address() -> str | None:
     """``RAYMLP_ADDRESS`` (or Ray's own ``RAY_ADDRESS``): the cluster to join."""
-    return os.environ.get("RAYMLP_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
+    setting = ray_address_setting()
+    return setting[0] if setting else None
+
+
+def ray_address_setting() -> tuple[str, str] | None:
+    """The cluster to join as set in the environment, with the variable that set it:
+    ``RAYMLP_ADDRESS``, else Ray's own ``RAY_ADDRESS``; None when neither is set."""
+    for name in ("RAYMLP_ADDRESS", "RAY_ADDRESS"):
+        value = (os.environ.get(name) or "").strip()
+        if value:
+            return value, name
+    return None
+
+
+def ray_env_address() -> str | None:
+    """Ray's own ``RAY_ADDRESS``: like Ray, it takes the place of an ``auto`` address."""
+    value = (os.environ.get("RAY_ADDRESS") or "").strip()
+    return value or None
+
+
+def cluster_probe_timeout_s() -> float:
+    """``RAYMLP_PROBE_TIMEOUT_S``: how long joining a cluster waits for its address to accept a
+    TCP connection before calling it dead (default 3; Ray itself retries a dead GCS for
+    minutes)."""
+    return float(os.environ.get("RAYMLP_PROBE_TIMEOUT_S", "3"))
 
 
 def api_key() -> str | None:

@@ -59,17 +59,153 @@ def _dashboard_url(ctx: Any) -> str | None:
     return url or None
 
 
-def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
-    """Fail in seconds, not minutes, when nothing listens at ``host:port``
-    (Ray itself keeps retrying the GCS for a long time)."""
-    host, _, port = address.rpartition(":")
+# -- is anything there? ----------------------------------------------------------------------
+
+#: The port of Ray's client server when a ``ray://host`` address names none.
+_RAY_CLIENT_DEFAULT_PORT = 10001
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a TCP connect to a cluster address found: ``alive``, else ``reason`` says why not."""
+
+    address: str
+    alive: bool
+    reason: str = ""
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port``, ``[v6]:port`` or ``ray://host[:port]``; None when the
+    address names no TCP endpoint raymlp knows how to probe (another scheme without a port)."""
+    scheme, sep, rest = address.strip().rpartition("://")
+    rest = rest.split("/", 1)[0]
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") else ""
+    elif rest.count(":") == 1:
+        host, _, port = rest.partition(":")
+    else:
+        host, port = rest, ""
+    if not port and sep and scheme == "ray":
+        port = str(_RAY_CLIENT_DEFAULT_PORT)
+    if not host or not port.isdigit():
+        return None
+    return host, int(port)
+
+
+def probe(address: str, timeout_s: float | None = None) -> Probe:
+    """Whether something accepts a TCP connection at ``address`` within ``timeout_s`` seconds
+    (default ``RAYMLP_PROBE_TIMEOUT_S``, 3).
+
+    Ray keeps retrying a dead GCS for minutes; this answers in at most ``timeout_s`` (a refused
+    connection at once). ``address`` is ``host:port`` or ``ray://host[:port]``; one without a
+    TCP endpoint to try (another scheme) counts as alive, and Ray decides.
+    """
+    timeout = _constants.cluster_probe_timeout_s() if timeout_s is None else timeout_s
+    endpoint = _host_port(address)
+    if endpoint is None:
+        if "://" in address:
+            return Probe(address, True, "not probed")
+        return Probe(address, False, "not a host:port address")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            return
+        with socket.create_connection(endpoint, timeout=timeout):
+            return Probe(address, True)
+    except ConnectionRefusedError:
+        return Probe(address, False, "connection refused")
+    except TimeoutError:
+        return Probe(address, False, f"no answer within {timeout:g} s")
+    except socket.gaierror:
+        return Probe(address, False, f"host {endpoint[0]!r} not found")
     except (OSError, ValueError) as e:
-        raise UnavailableError(
-            f"no Ray cluster answers at {address!r} ({e.__class__.__name__})", address=address
-        ) from None
+        return Probe(address, False, getattr(e, "strerror", None) or e.__class__.__name__)
+
+
+# -- which cluster `auto` means ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AutoCluster:
+    """What ``auto`` finds on this machine: the ``address`` of a cluster that answers, or None
+    (start one); ``stale`` says, in one line, which cluster ``auto`` names but is not answering."""
+
+    address: str | None
+    stale: str | None = None
+
+
+def _recorded_cluster_file() -> Path:
+    """Where ``ray start`` records the machine's current cluster (``ray stop`` removes it):
+    ``ray_current_cluster`` in Ray's default temp dir (``$RAY_TMPDIR/ray``, else ``/tmp/ray``)."""
+    from ray._common.utils import get_ray_address_file
+
+    return Path(get_ray_address_file(None))
+
+
+def _recorded_cluster() -> str | None:
+    try:
+        return _recorded_cluster_file().read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _running_gcs_addresses() -> list[str]:
+    """GCS addresses named by the raylets running on this machine (Ray's own process scan)."""
+    from ray._private import services
+
+    clear = getattr(services.find_gcs_addresses, "cache_clear", None)
+    if clear is not None:  # the scan caches what it found
+        clear()
+    return sorted(services.find_gcs_addresses())
+
+
+def find_auto_cluster(timeout_s: float | None = None) -> AutoCluster:
+    """Resolve ``auto`` like Ray does, but never to a cluster that does not answer.
+
+    The cluster recorded by the last ``ray start`` (``ray_current_cluster``) comes first — Ray's
+    documented order; when it does not answer (an unclean death leaves the record behind) ``auto``
+    means "no cluster", with a ``stale`` note, rather than minutes of Ray retrying it. Without a
+    record, a GCS named by a raylet running on this machine (Ray's legacy fallback) that answers.
+    Every probe together takes at most about ``timeout_s`` (default ``RAYMLP_PROBE_TIMEOUT_S``).
+    """
+    timeout = _constants.cluster_probe_timeout_s() if timeout_s is None else timeout_s
+    recorded = _recorded_cluster()
+    if recorded is not None:
+        found = probe(recorded, timeout)
+        if found.alive:
+            return AutoCluster(recorded)
+        return AutoCluster(
+            None,
+            f"the Ray cluster recorded at {recorded} "
+            f"({_recorded_cluster_file()}) is not answering ({found.reason})",
+        )
+    deadline = time.monotonic() + timeout
+    dead: list[Probe] = []
+    for address in _running_gcs_addresses():
+        found = probe(address, max(0.05, deadline - time.monotonic()))
+        if found.alive:
+            return AutoCluster(address)
+        dead.append(found)
+    if dead:
+        return AutoCluster(
+            None,
+            f"the Ray cluster at {dead[0].address} (named by a raylet on "
+            f"this machine) is not answering ({dead[0].reason})",
+        )
+    return AutoCluster(None)
+
+
+def _requested_address(cfg: PlatformConfig, address: str | None) -> tuple[str, str]:
+    """The address to use and what named it: the argument, ``RAYMLP_ADDRESS``, ``RAY_ADDRESS``,
+    then ``ray.address`` of the config. Like Ray, a set ``RAY_ADDRESS`` replaces ``auto``."""
+    if address:
+        value, source = address.strip(), "the address argument"
+    elif (setting := _constants.ray_address_setting()) is not None:
+        value, source = setting
+    else:
+        value, source = cfg.ray.address, "ray.address of the platform config"
+    env = _constants.ray_env_address()
+    if value == "auto" and env is not None and env != "auto":
+        value, source = env, "RAY_ADDRESS"
+    return value, source
 
 
 def _use_local_auth_token() -> None:
@@ -117,19 +253,26 @@ def _ensure_local_auth_token() -> None:
 def init_ray(
     cfg: PlatformConfig, address: str | None = None, *, start: StartMode = "embedded"
 ) -> ClusterInfo:
-    """Join the cluster at ``address`` (default: ``RAYMLP_ADDRESS``, then ``cfg.ray.address``).
+    """Join the cluster at ``address`` (default: ``RAYMLP_ADDRESS``, then ``RAY_ADDRESS``, then
+    ``cfg.ray.address``).
 
-    ``auto`` joins a running cluster if there is one; if none runs, ``start`` decides: ``embedded``
-    starts Ray inside this process (it stops with it), ``persistent`` runs ``ray start --head`` (it
-    outlives this process, e.g. for ``raymlp up``), ``never`` raises UnavailableError.
+    ``auto`` joins a running cluster if there is one (see :func:`find_auto_cluster`); if none
+    answers, ``start`` decides: ``embedded`` starts Ray inside this process (it stops with it),
+    ``persistent`` runs ``ray start --head`` (it outlives this process, e.g. for ``raymlp up``),
+    ``never`` raises UnavailableError. A recorded cluster that is not answering is passed over
+    with one warning line saying so. An explicit address (``host:port``, ``ray://...``, or a
+    ``RAY_ADDRESS`` that replaces ``auto``) that accepts no connection within
+    ``RAYMLP_PROBE_TIMEOUT_S`` raises UnavailableError at once: it is never replaced.
     """
     if ray.is_initialized():
         runtime = ray.get_runtime_context()
         return ClusterInfo(runtime.gcs_address, _dashboard_url(None), started_here=False)
-    address = address or _constants.ray_address() or cfg.ray.address
+    address, source = _requested_address(cfg, address)
     ns = cfg.ray.namespace
     common: dict[str, Any] = dict(
-        namespace=ns, logging_level=logging.WARNING, configure_logging=True,
+        namespace=ns,
+        logging_level=logging.WARNING,
+        configure_logging=True,
         log_to_driver=cfg.ray.log_to_driver,
     )
     if address == "local":
@@ -137,32 +280,62 @@ def init_ray(
             return _start_persistent(cfg, common, fixed_ports=False)
         return _start_embedded(cfg, common)
     if address != "auto":
-        if not address.startswith("ray://"):
-            _check_reachable(address)
-            _use_local_auth_token()
+        return _join_explicit(address, source, common)
+    found = find_auto_cluster()
+    stale = found.stale
+    if found.address is not None:
         try:
-            ctx = ray.init(address=address, **common)
+            _use_local_auth_token()  # what ray.init(address="auto") does for a local cluster
+            ctx = cast("RayContext", ray.init(address=found.address, **common))
+            gcs = cast(str, ctx.address_info.get("gcs_address", found.address))
+            return ClusterInfo(gcs, _dashboard_url(ctx), False)
         except (ConnectionError, RuntimeError) as e:
-            raise UnavailableError(
-                f"cannot reach the Ray cluster at {address!r}: {e}", address=address
-            ) from e
-        return ClusterInfo(address, _dashboard_url(ctx), started_here=False)
-    try:
-        ctx = ray.init(address="auto", **common)
-        # A RayContext, except when RAY_ADDRESS is ray://... (Ray then makes "auto" a client
-        # connection, a ClientContext without address_info): AttributeError, not handled.
-        gcs = ctx.address_info.get("gcs_address", "auto")  # type: ignore[attr-defined]
-        return ClusterInfo(gcs, _dashboard_url(ctx), False)
-    except ConnectionError:
-        pass
+            first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+            stale = f"the Ray cluster at {found.address} could not be joined ({first})"
     if start == "never":
         raise UnavailableError(
-            "no running Ray cluster found (start one with `raymlp up` or `ray start --head`)",
+            f"{stale or 'no running Ray cluster found'} "
+            "(start one with `raymlp up` or `ray start --head`)",
             address="auto",
         )
+    if stale:
+        instead = (
+            "an embedded Ray cluster (it stops with this process)"
+            if start == "embedded"
+            else "a local Ray cluster (`ray start --head`)"
+        )
+        logger.warning("raymlp: %s; starting %s instead", stale, instead)
     if start == "embedded":
         return _start_embedded(cfg, common)
     return _start_persistent(cfg, common, fixed_ports=True)
+
+
+def _join_explicit(address: str, source: str, common: dict[str, Any]) -> ClusterInfo:
+    """Join a named cluster, or fail in seconds with one line (never start another)."""
+    timeout = _constants.cluster_probe_timeout_s()
+    found = probe(address, timeout)
+    rule = f"an explicit Ray address must accept a connection within {timeout:g} s"
+    if not found.alive:
+        raise UnavailableError(
+            f"no Ray cluster answers at {address!r} (from {source}): {found.reason}; {rule} "
+            "(start that cluster, or use address 'auto' to join or start a local one)",
+            address=address,
+            source=source,
+            reason=found.reason,
+            rule=rule,
+        )
+    if not address.startswith("ray://"):
+        _use_local_auth_token()
+    try:
+        ctx = ray.init(address=address, **common)
+    except (ConnectionError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+        raise UnavailableError(
+            f"cannot join the Ray cluster at {address!r} (from {source}): {first}",
+            address=address,
+            source=source,
+        ) from e
+    return ClusterInfo(address, _dashboard_url(ctx), started_here=False)
 
 
 def _free_port() -> int:
@@ -175,21 +348,29 @@ def _free_port() -> int:
             return port
 
 
-def _start_persistent(cfg: PlatformConfig, common: dict[str, Any], *, fixed_ports: bool) -> ClusterInfo:
+def _start_persistent(
+    cfg: PlatformConfig, common: dict[str, Any], *, fixed_ports: bool
+) -> ClusterInfo:
     """`ray start --head` in the background. With ``fixed_ports`` False every port is picked
     free, so a second cluster can start beside one that already runs (tests, `--address local`)."""
     gcs_port = 6379 if fixed_ports else _free_port()
     dash_port = cfg.ray.dashboard_port if fixed_ports else _free_port()
     cmd = [
-        _ray_cli(), "start", "--head", "--disable-usage-stats",
+        _ray_cli(),
+        "start",
+        "--head",
+        "--disable-usage-stats",
         f"--port={gcs_port}",
-        f"--dashboard-host={cfg.ray.dashboard_host}", f"--dashboard-port={dash_port}",
+        f"--dashboard-host={cfg.ray.dashboard_host}",
+        f"--dashboard-port={dash_port}",
     ]
     if not fixed_ports:
         # Ray's client server and the dashboard agent default to fixed ports; move them too.
-        cmd += [f"--ray-client-server-port={_free_port()}",
-                f"--dashboard-agent-listen-port={_free_port()}",
-                f"--metrics-export-port={_free_port()}"]
+        cmd += [
+            f"--ray-client-server-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+        ]
     if cfg.ray.num_cpus:
         cmd.append(f"--num-cpus={cfg.ray.num_cpus}")
     _ensure_local_auth_token()
@@ -213,14 +394,17 @@ def _start_embedded(cfg: PlatformConfig, common: dict[str, Any]) -> ClusterInfo:
     # RAY_AUTH_TOKEN_PATH set to a file not yet written it would then fail to read it back.
     _ensure_local_auth_token()
     # address="local": a new local cluster, whose context is a RayContext (see above).
-    ctx = cast("RayContext", ray.init(
-        address="local",
-        num_cpus=cfg.ray.num_cpus,
-        include_dashboard=True,
-        dashboard_host=cfg.ray.dashboard_host,
-        dashboard_port=cfg.ray.dashboard_port,
-        **common,
-    ))
+    ctx = cast(
+        "RayContext",
+        ray.init(
+            address="local",
+            num_cpus=cfg.ray.num_cpus,
+            include_dashboard=True,
+            dashboard_host=cfg.ray.dashboard_host,
+            dashboard_port=cfg.ray.dashboard_port,
+            **common,
+        ),
+    )
     gcs = cast(str, ctx.address_info.get("gcs_address", "local"))
     return ClusterInfo(gcs, _dashboard_url(ctx), True)
 
@@ -328,12 +512,15 @@ def ensure_platform(
             from raymlp.errors import unwrap_ray_error
 
             cause = unwrap_ray_error(e)
-            raise UnavailableError(f"platform actor {name!r} did not start: {cause}",
-                                   actor=name) from e
+            raise UnavailableError(
+                f"platform actor {name!r} did not start: {cause}", actor=name
+            ) from e
     return cfg
 
 
-def remove_platform(namespace: str = _constants.NAMESPACE, cfg: PlatformConfig | None = None) -> list[str]:
+def remove_platform(
+    namespace: str = _constants.NAMESPACE, cfg: PlatformConfig | None = None
+) -> list[str]:
     """Kill every platform actor (no restart); returns the names removed. Data stays in storage."""
     cfg = cfg or published_config()
     removed = []
@@ -361,8 +548,14 @@ def _list_namespace_actors(namespace: str) -> list[dict[str, Any]]:
         # Name the cluster we are connected to: with several on one machine, the state API
         # would otherwise pick one by itself.
         address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
-        rows = list_actors(address=address, filters=[("ray_namespace", "=", namespace)],
-                           detail=True, limit=1000, raise_on_missing_output=False, timeout=10)
+        rows = list_actors(
+            address=address,
+            filters=[("ray_namespace", "=", namespace)],
+            detail=True,
+            limit=1000,
+            raise_on_missing_output=False,
+            timeout=10,
+        )
     except Exception:  # no dashboard (embedded cluster without it): fall back to pinging
         return []
     return [
@@ -397,15 +590,30 @@ def platform_status(cfg: PlatformConfig) -> list[dict[str, Any]]:
                 try:
                     info = ray.get(handle.info.remote(), timeout=10)
                     restarts = row.get("num_restarts", "?") if row else "?"
-                    row = {"name": name, "state": "ALIVE", "node_id": info["node_id"],
-                           "pid": info["pid"], "num_restarts": restarts}
+                    row = {
+                        "name": name,
+                        "state": "ALIVE",
+                        "node_id": info["node_id"],
+                        "pid": info["pid"],
+                        "num_restarts": restarts,
+                    }
                 except Exception:
                     state = row.get("state", "UNREACHABLE") if row else "UNREACHABLE"
-                    row = {"name": name, "state": state, "node_id": None, "pid": None,
-                           "num_restarts": "?"}
+                    row = {
+                        "name": name,
+                        "state": state,
+                        "node_id": None,
+                        "pid": None,
+                        "num_restarts": "?",
+                    }
             if row is None or handle is None:
-                row = {"name": name, "state": "ABSENT", "node_id": None, "pid": None,
-                       "num_restarts": 0}
+                row = {
+                    "name": name,
+                    "state": "ABSENT",
+                    "node_id": None,
+                    "pid": None,
+                    "num_restarts": 0,
+                }
             rows.append(
                 {
                     "actor": name,
@@ -438,6 +646,7 @@ def stop_local_cluster(grace_s: float = 10.0) -> bool:
 
     node = getattr(ray._private.worker, "_global_node", None)
     session_dir = node.get_session_dir_path() if node is not None else None
+    names = _own_gcs_addresses(node)
     if ray.is_initialized():
         ray.shutdown()
     if not session_dir:
@@ -461,4 +670,25 @@ def stop_local_cluster(grace_s: float = 10.0) -> bool:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
+    if procs:
+        _forget_recorded_cluster(names)
     return bool(procs)
+
+
+def _own_gcs_addresses(node: Any) -> set[str]:
+    """The ways ``host:port`` may name the GCS of the cluster this driver joined."""
+    if node is None:
+        return set()
+    try:
+        host, _, port = str(node.gcs_address).rpartition(":")
+        ip = node.node_ip_address
+    except Exception:  # noqa: BLE001 - no GCS address known: nothing to compare with
+        return set()
+    return {f"{h}:{port}" for h in (host, ip, "127.0.0.1", "localhost") if h}
+
+
+def _forget_recorded_cluster(names: set[str]) -> None:
+    """Remove ``ray_current_cluster`` when it records the cluster just stopped — what
+    ``ray stop`` does — so that ``auto`` does not keep naming a dead cluster."""
+    if _recorded_cluster() in names:
+        _recorded_cluster_file().unlink(missing_ok=True)

@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 
-
 class Platform:
     """A connected platform. Namespaces: ``features``, ``registry``, ``monitor``, ``serve``.
 
@@ -70,7 +69,9 @@ class Platform:
 
     def as_principal(self, *, api_key: str | None = None, principal: str | None = None) -> Platform:
         """The same platform acting as someone else (e.g. an approver)."""
-        return Platform(self.config, resolve_principal(self.config, api_key, principal), self.cluster)
+        return Platform(
+            self.config, resolve_principal(self.config, api_key, principal), self.cluster
+        )
 
     def status(self) -> list[dict[str, Any]]:
         """One row per platform actor: actor, node, state, restarts, pid."""
@@ -114,15 +115,25 @@ def connect(
 
     Args:
         address: Ray address (``auto``, ``local``, ``host:port``, ``ray://...``). Default:
-            ``RAYMLP_ADDRESS``, then ``ray.address`` of the config.
+            ``RAYMLP_ADDRESS``, then ``RAY_ADDRESS``, then ``ray.address`` of the config; a set
+            ``RAY_ADDRESS`` also replaces ``auto``, as in Ray. ``auto`` joins the cluster
+            recorded by the last ``ray start`` (else one whose raylet runs on this machine) if
+            it answers; a recorded cluster that does not answer within
+            ``RAYMLP_PROBE_TIMEOUT_S`` (3 s) - left behind by an unclean death - is passed over
+            with one warning line and ``start`` applies. An explicit address that does not
+            answer raises UnavailableError within that time: it is never replaced.
         config: platform.yaml path or a PlatformConfig (default: ``RAYMLP_CONFIG`` or
             ``configs/platform.yaml``). When the platform is already up, its published config
             is used; a config named explicitly (argument, ``RAYMLP_CONFIG`` or
             ``RAYMLP_STORAGE_ROOT``) with another storage root raises ConflictError.
         api_key / principal: who acts (default ``RAYMLP_API_KEY`` / ``RAYMLP_PRINCIPAL``).
-        start: when no cluster runs: ``embedded`` (in this process), ``persistent``
-            (``ray start --head``) or ``never``.
+        start: when no cluster answers at ``auto``: ``embedded`` (in this process),
+            ``persistent`` (``ray start --head``) or ``never`` (UnavailableError).
         create_actors: create missing platform actors (idempotent).
+
+    Raises:
+        UnavailableError: an explicit address (or ``RAY_ADDRESS``) that accepts no connection,
+            or no cluster at ``auto`` with ``start="never"``; one line naming the address.
 
     Example::
 

@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 from raymlp.config import CanaryPolicy
 from raymlp.monitoring.stats import psi, two_proportion_test
@@ -76,6 +75,8 @@ def _homogeneity_p(a: np.ndarray, b: np.ndarray) -> float:
     keep = (a + b) > 0
     if keep.sum() < 2:
         return 1.0
+    from scipy import stats as sps  # imported on use (~1 s per worker process)
+
     return float(sps.chi2_contingency(np.vstack([a[keep], b[keep]]), correction=False)[1])
 
 

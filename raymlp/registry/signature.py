@@ -191,7 +191,7 @@ def _coerce(name: str, dtype: str, value: Any) -> Any:
         try:
             out = float(value)
         except OverflowError:  # an int beyond float64, e.g. a 400-digit JSON number
-            out = math.inf if value > 0 else -math.inf
+            out = -math.inf if isinstance(value, int) and value < 0 else math.inf
         if math.isinf(out):
             raise ValidationError(
                 f"feature {name!r} is {out} (rule: a finite number)",
