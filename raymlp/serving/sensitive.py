@@ -345,13 +345,17 @@ class SensitiveGuard:
         return refs
 
     def _artifact_refs(self, vi: VersionInfo, inputs: list[str] | None) -> dict[str, str] | None:
-        """The artifact's ``feature_refs``, else the lineage's feature views; None when the
-        registry or the artifact cannot be read."""
+        """The artifact's ``feature_refs``, else the lineage's feature views; None when neither
+        can be read (such a version cannot be loaded by a model server either). Raises
+        UnavailableError when the registry cannot be read: unknown inputs fail closed."""
         try:
             mv = self._services.registry.get(vi.model, version=vi.version)
         except RayMLPError as e:
-            logger.warning("%s: sensitive inputs: the registry did not answer: %s", vi.model_id, e)
-            return None
+            raise UnavailableError(
+                f"version {vi.model_id} could not be read from the registry, so its sensitive "
+                f"inputs are unknown: {e.message}",
+                reason="registry unavailable",
+            ) from None
         cfg = self._services.config
         try:
             spec = json.loads(Storage(mv.artifact_uri, cfg.storage.options).read_bytes(_SPEC_FILE))

@@ -48,7 +48,9 @@ WHO = ("ops", "ops", "ops", "ops", *(w for w in CREDENTIALS if w != "ops"))
 #: Served models (acme, acme via the online store, globex).
 SERVED = ("churn", "churn-online", "other")
 #: How a positive case is steered towards the deeper code paths (negative cases never are).
-STEERS = ("as generated", "served model", "served model, valid instance")
+STEERS = ("as generated", "served model", "valid instance")
+#: Version pins of a valid instance: none, 2 (registered, not served), 1 (served), 3 (none).
+PINS = (None, 2, 1, 3)
 #: Generated requests per operation and mode; operations without inputs only vary the caller.
 EXAMPLES = 150
 EXAMPLES_NO_INPUT = 20
@@ -69,9 +71,12 @@ def _valid_instance(model: str, k: int) -> dict[str, Any]:
     return {"features": example_features(50_000 + k)}
 
 
-def _steer(case: Any, steer: str, model: str, k: int, answered: list[tuple[str, str]]) -> None:
-    """Point a positive case at a served model (and a valid instance, or a request id this
-    service answered): without it, generated names would nearly always be 404."""
+def _steer(
+    case: Any, steer: str, model: str, k: int, pin: int | None, answered: list[tuple[str, str]]
+) -> None:
+    """Point a positive case at a served model (with a valid instance, maybe pinned to a
+    version), or at a request id this service answered: without it, generated names would
+    nearly always be 404."""
     if steer == "as generated":
         return
     if "model_id" in (case.path_parameters or {}):
@@ -84,12 +89,14 @@ def _steer(case: Any, steer: str, model: str, k: int, answered: list[tuple[str, 
         if answered:
             rid, answered_model = answered[k % len(answered)]
             body["request_id"] = rid
-            if steer == "served model, valid instance":
+            if steer != "served model":
                 body.update(model_id=answered_model, label=k % 2)
         return
     body["model_id"] = model
-    if steer == "served model, valid instance":
+    if steer != "served model":
         body.pop("version", None)
+        if pin is not None:
+            body["version"] = pin
         if isinstance(body.get("instances"), list):
             n = max(1, min(len(body["instances"]), 8))
             body["instances"] = [_valid_instance(model, k + i) for i in range(n)]
@@ -186,10 +193,11 @@ class _Fuzz:
             steer=st.sampled_from(STEERS),
             model=st.sampled_from(SERVED),
             k=st.integers(0, 9_999),
+            pin=st.sampled_from(PINS),
         )
-        def fuzz(case: Any, who: str, steer: str, model: str, k: int) -> None:
+        def fuzz(case: Any, who: str, steer: str, model: str, k: int, pin: int | None) -> None:
             if mode == GenerationMode.POSITIVE:
-                _steer(case, steer, model, k, self.answered)
+                _steer(case, steer, model, k, pin, self.answered)
             self.send(case, mode, who)
 
         try:
@@ -224,7 +232,7 @@ def test_the_http_api_survives_its_own_openapi_fuzzed(tenants_app):
     assert total >= MIN_REQUESTS
     assert set(fuzz.by_operation) == labels  # every operation was fuzzed
     # the fuzz reached the deep paths, not only the validators: answers, refusals of every kind
-    assert {200, 202, 401, 404, 422} <= set(fuzz.statuses), fuzz.statuses
+    assert {200, 202, 400, 401, 403, 404, 409, 422} <= set(fuzz.statuses), fuzz.statuses
     assert not any(s >= 500 for s in fuzz.statuses)
     # and left the application as it found it: serving, its breakers closed
     assert app.predict(who="alice").status_code == 200
