@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests._wait import wait_for
 from tests.security._http_app import App, assert_error
 
 
@@ -112,9 +113,23 @@ def _shipper(app: App) -> dict:
     return app.gateway_stats()["prediction_log"]["shipper"]
 
 
+def _settled_sent(app: App) -> int:
+    """The shipper's ``sent`` once everything logged so far has shipped (records ship in the
+    background: earlier tests' predictions, the fuzz's, may still be on their way)."""
+    last: list[int] = []
+
+    def settled() -> bool:
+        s = _shipper(app)
+        last.append(s["sent"])
+        return s["queued"] == 0 and len(last) >= 2 and last[-1] == last[-2]
+
+    wait_for(settled, timeout=30, interval=0.5, message="the prediction log to ship")
+    return last[-1]
+
+
 def test_feedback_for_an_unknown_or_foreign_request_is_404_and_not_stored(app):
     rid = app.predict(who="alice").json()["request_id"]
-    sent = _shipper(app)["sent"]
+    sent = _settled_sent(app)
     unknown = app.post("/v1/feedback", {"request_id": "made-up-id", "label": 1}, who="gina")
     foreign = app.post("/v1/feedback", {"request_id": rid, "label": 1}, who="gina")
     wrong_model = app.post(
@@ -137,7 +152,7 @@ def test_feedback_for_an_unknown_or_foreign_request_is_404_and_not_stored(app):
 
 def test_a_second_label_is_409_and_202_means_stored(app):
     rid = app.predict(who="alice").json()["request_id"]
-    sent = _shipper(app)["sent"]
+    sent = _settled_sent(app)
     first = app.post("/v1/feedback", {"request_id": rid, "label": 0}, who="alice")
     assert first.status_code == 202 and first.json()["accepted"] is True
     ship = _shipper(app)
