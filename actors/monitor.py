@@ -12,7 +12,16 @@ Thin shell around :class:`raymlp.monitoring.MonitorCore` (all logic lives there)
   analysis, gauges; transitions are persisted, then delivered (log, registry event stream,
   webhooks) and canary weight changes applied through the *traffic controller*;
 * **metrics export** — a Prometheus ``/metrics`` endpoint (``monitor.metrics_port``; 0 picks a
-  free port, see ``metrics_url``) and a ``ray.util.metrics`` mirror (Ray dashboard).
+  free port on the first start and records it as a ``metrics_endpoint`` event, so a restart
+  binds the same one and ``metrics_url`` stays what a scrape config was given) and a
+  ``ray.util.metrics`` mirror (Ray dashboard);
+* **exactly-once logs** — a record whose key was already committed (a client's retry after a
+  timeout) is dropped and counted (``raymlp_duplicate_records_total{table}``, ``duplicates``
+  in the answer): predictions keyed by (request id, shadow or not), labels by request id,
+  over the last ``monitor.dedup_window`` rows of each log (rebuilt from the logs on restart);
+* **decisions after durability** — canary and alert state moves only once its event is in
+  ``events``: when the append fails the evaluation is undone (nothing applied, retried next
+  time).
 
 Every RPC takes the caller's *credential* first (``{"name", "api_key"}`` or a service token;
 see ``raymlp._private.credentials``) and verifies it here: never a claimed name or role list,
@@ -37,8 +46,10 @@ blocks the request path):
   (``raymlp.monitoring.records``): all or nothing; a bad record raises ValidationError naming
   ``records[i].field`` and nothing is written. ``dropped``: records the caller had to drop
   since its last call (buffer full), exported as ``raymlp_prediction_log_dropped_total``.
+  Re-sending a batch is safe: records already logged come back as ``duplicates``.
 * ``log_feedback(credential, records)`` — ``{request_id, label, ts, model}``: joined by
-  request id (a label naming another model than the request's is ignored).
+  request id (a label naming another model than the request's is ignored; a second label for
+  the same request is a duplicate).
 
 The traffic controller is ``fn(model, *, canary_version, canary_weight, reason)``. By default
 it calls the registry actor's ``set_traffic`` command (through ``raymlp._private.rpc``, as the
@@ -62,6 +73,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+from prometheus_client import Counter
 
 from actors._base import PlatformActor
 from raymlp._private.credentials import Authenticator, Caller
@@ -77,7 +89,7 @@ from raymlp.errors import (
 )
 from raymlp.monitoring.core import MonitorCore
 from raymlp.monitoring.directory import ModelDirectory, ModelEntry
-from raymlp.monitoring.logtable import DeltaLog, EventTable, GroupCommitter
+from raymlp.monitoring.logtable import DeltaLog, EventTable, GroupCommitter, RecentKeys
 from raymlp.monitoring.notify import Notifier
 from raymlp.monitoring.prometheus import MonitorMetrics, RayMetricsMirror
 from raymlp.monitoring.records import (
@@ -107,6 +119,12 @@ _MODEL_LABEL = re.compile(r'[{,]model="([^"]*)"')
 _PERMANENT = (PermissionDeniedError, ValidationError, NotFoundError, ConflictError)
 
 
+def _prediction_key(request_id: str, route: str) -> tuple[str, bool]:
+    """What makes a prediction row unique: a shadow call shares the request id of the answered
+    request and is a row of its own."""
+    return request_id, route == "shadow"
+
+
 class MonitorActor(PlatformActor):
     """See the module docstring. Created by ``raymlp up`` as the named actor ``monitor``."""
 
@@ -131,6 +149,16 @@ class MonitorActor(PlatformActor):
             self.storage, "feedback", FEEDBACK_SCHEMA, ["date"], s.compact_every
         )
         self.events = EventTable(self.storage, s.compact_every)
+        # Keys of the rows already committed: a retried batch must not be logged twice.
+        self._seen_predictions = RecentKeys(s.dedup_window)
+        self._seen_feedback = RecentKeys(s.dedup_window)
+        self._duplicates = Counter(
+            "raymlp_duplicate_records",
+            "Records dropped because the log already holds them (a client's retry)",
+            ["table"],
+            registry=self.metrics.registry,
+        )
+        self._metrics_port_recorded: int | None = None
         self._controller: TrafficController | None = None
         self._controller_pending: dict[str, dict[str, Any]] = {}
         self._registry_rpc: RegistryRPC | None = None
@@ -184,16 +212,25 @@ class MonitorActor(PlatformActor):
                 if a is not None and a["version"] == p["version"] and a["weight"] == p["weight"]:
                     del self._controller_pending[p["model"]]
         for e in events:
+            if e["kind"] == "metrics_endpoint":
+                self._metrics_port_recorded = int(e["payload"]["port"])
             if e["kind"] == "dropped" and e["ts"] >= horizon:
                 self.core.note_dropped(
                     e["payload"]["source"], e["payload"]["count"], e["ts"], live=False
                 )
         preds = self.pred_log.read(start_ts=horizon)
+        # the newest rows (the log is read sorted by ts): what a retry can still re-send
+        recent = preds.slice(max(0, preds.num_rows - self._seen_predictions.capacity))
+        self._seen_predictions.add(
+            map(_prediction_key, recent["request_id"].to_pylist(), recent["route"].to_pylist())
+        )
         for i in range(0, preds.num_rows, _REPLAY_CHUNK):
             self.core.ingest_predictions(
                 table_to_predictions(preds.slice(i, _REPLAY_CHUNK)), live=False, now=now
             )
         fbs = self.feedback_log.read(start_ts=horizon)
+        recent = fbs.slice(max(0, fbs.num_rows - self._seen_feedback.capacity))
+        self._seen_feedback.add(recent["request_id"].to_pylist())
         for i in range(0, fbs.num_rows, _REPLAY_CHUNK):
             self.core.ingest_feedback(table_to_feedback(fbs.slice(i, _REPLAY_CHUNK)), live=False)
         self.core.metrics.gauges.set(self.core.gauge_values(now))
@@ -207,28 +244,53 @@ class MonitorActor(PlatformActor):
         return {"events": len(events), "predictions": preds.num_rows, "feedback": fbs.num_rows}
 
     def _make_notifier(self, cfg: MonitoringConfig) -> Notifier:
+        # One durable webhook outbox per process, shared by the notifiers apply_config swaps
+        # in; only the first re-queues what an earlier process left undelivered (a later one
+        # would re-send what the notifier it replaces is still draining).
+        from raymlp._private.webhooks import Outbox
+
+        outbox: Outbox | None = getattr(self, "_webhook_outbox", None)
+        recover = outbox is None
+        if outbox is None:
+            outbox = self._webhook_outbox = Outbox(self.storage, "monitoring", "webhook_outbox")
         return Notifier(
             cfg.webhooks,
             registry_sink=self._registry_sink if cfg.deliver_to_registry else None,
             on_outcome=lambda ch, out: self.metrics.notifications.labels(ch, out).inc(),
+            outbox=outbox,
+            recover=recover,
         )
 
     def _start_metrics_server(self) -> tuple[Any, int]:
+        """Bind the Prometheus endpoint: the configured port, else the one an earlier start of
+        this monitor picked (so a scrape target survives restarts), else a free one, which is
+        then recorded for the next start."""
         from prometheus_client import start_http_server
 
         s = self.config.monitor
+        wanted = s.metrics_port or self._metrics_port_recorded or 0
         try:
-            server, _ = start_http_server(
-                s.metrics_port, s.metrics_host, registry=self.metrics.registry
-            )
+            server, _ = start_http_server(wanted, s.metrics_host, registry=self.metrics.registry)
         except OSError as e:
-            if not s.metrics_port:
+            if not wanted:
                 raise
             logger.error(
-                "metrics port %d is taken (%s): serving on a free port instead", s.metrics_port, e
+                "metrics port %d is taken (%s): serving on a free port instead; a Prometheus "
+                "scraping the old address loses this target (set monitor.metrics_port)",
+                wanted,
+                e,
             )
             server, _ = start_http_server(0, s.metrics_host, registry=self.metrics.registry)
-        return server, int(server.server_port)
+        port = int(server.server_port)
+        if not s.metrics_port and port != self._metrics_port_recorded:
+            try:
+                self.events.append([("metrics_endpoint", time.time(), {"port": port})])
+                self._metrics_port_recorded = port
+            except Exception as e:  # noqa: BLE001 - serving works; only the next start moves
+                logger.warning(
+                    "could not record metrics port %d (a restart may move it): %s", port, e
+                )
+        return server, port
 
     # -- collaborators (reached lazily; the monitor works without them) ---------------------------
 
@@ -367,28 +429,56 @@ class MonitorActor(PlatformActor):
 
     # -- commits ------------------------------------------------------------------------------
 
-    def _commit_predictions(self, items: list[tuple[dict[str, Any], str]]) -> None:
+    def _commit_predictions(self, items: list[tuple[dict[str, Any], str, list[int]]]) -> None:
+        """Commit one group of callers' records. Each item carries its caller's duplicate
+        counter. Commits run one at a time (GroupCommitter), so checking the recent keys
+        here and adding them after the append cannot race with a concurrent retry."""
         t0 = time.perf_counter()
+
+        def key(item: tuple[dict[str, Any], str, list[int]]) -> tuple[str, bool]:
+            return _prediction_key(item[0]["request_id"], item[0]["route"])
+
+        fresh, dups = self._seen_predictions.split(items, key)
+        if not fresh:
+            self._count_duplicates("prediction_log", dups)
+            return
         by_source: dict[str, list[dict[str, Any]]] = {}
-        for rec, source in items:
+        for rec, source, _ in fresh:
             by_source.setdefault(source, []).append(rec)
         table = pa.concat_tables([predictions_to_table(r, s) for s, r in by_source.items()])
         self.pred_log.append(table)
+        self._seen_predictions.add(key(it) for it in fresh)
+        self._count_duplicates("prediction_log", dups)  # once the batch they rode with is in
         self.metrics.log_commit.labels("prediction_log").observe(time.perf_counter() - t0)
         self.metrics.log_rows.labels("prediction_log").inc(table.num_rows)
-        records = [rec for rec, _ in items]
+        records = [rec for rec, _, _ in fresh]
         with self._lock:
             self.core.ingest_predictions(records)
         if self._mirror is not None:
             self._mirror.observe_batch(records)
 
-    def _commit_feedback(self, items: list[dict[str, Any]]) -> None:
+    def _commit_feedback(self, items: list[tuple[dict[str, Any], list[int]]]) -> None:
+        """Like :meth:`_commit_predictions`: one label per request id."""
         t0 = time.perf_counter()
-        self.feedback_log.append(feedback_to_table(items))
+        fresh, dups = self._seen_feedback.split(items, lambda it: it[0]["request_id"])
+        if not fresh:
+            self._count_duplicates("feedback", dups)
+            return
+        records = [rec for rec, _ in fresh]
+        self.feedback_log.append(feedback_to_table(records))
+        self._seen_feedback.add(r["request_id"] for r in records)
+        self._count_duplicates("feedback", dups)
         self.metrics.log_commit.labels("feedback").observe(time.perf_counter() - t0)
-        self.metrics.log_rows.labels("feedback").inc(len(items))
+        self.metrics.log_rows.labels("feedback").inc(len(records))
         with self._lock:
-            self.core.ingest_feedback(items)
+            self.core.ingest_feedback(records)
+
+    def _count_duplicates(self, table: str, dups: list[Any]) -> None:
+        """Count ``dups`` in the metric and in each one's caller counter (its last element)."""
+        for it in dups:
+            it[-1][0] += 1
+        if dups:
+            self._duplicates.labels(table).inc(len(dups))
 
     # -- RPC: ingest -----------------------------------------------------------------------------
 
@@ -425,11 +515,13 @@ class MonitorActor(PlatformActor):
             self.events.append([("dropped", now, {"source": source, "count": dropped})])
             with self._lock:
                 self.core.note_dropped(source, dropped, now)
+        duplicates = [0]  # this call's share of the duplicates of the commit it joins
         if recs:
-            self._pred_commit.submit([(r, source) for r in recs])
+            self._pred_commit.submit([(r, source, duplicates) for r in recs])
         return {
-            "accepted": len(recs),
+            "accepted": len(recs) - duplicates[0],
             "unknown": received - len(recs),
+            "duplicates": duplicates[0],
             "dropped_reported": dropped,
         }
 
@@ -446,9 +538,14 @@ class MonitorActor(PlatformActor):
             recs = [r for r in recs if r["model"] is not None and self._sees(p, r["model"])]
         if received > len(recs):
             self.metrics.unknown_records.labels("unregistered_model").inc(received - len(recs))
+        duplicates = [0]
         if recs:
-            self._fb_commit.submit(recs)
-        return {"accepted": len(recs), "unknown": received - len(recs)}
+            self._fb_commit.submit([(r, duplicates) for r in recs])
+        return {
+            "accepted": len(recs) - duplicates[0],
+            "unknown": received - len(recs),
+            "duplicates": duplicates[0],
+        }
 
     def _trusted_source(self, p: Principal) -> bool:
         """Callers whose records may name any model and tenant: admins and the platform's own
@@ -483,9 +580,12 @@ class MonitorActor(PlatformActor):
         }
 
     def _evaluate(self) -> dict[str, Any]:
+        """One evaluation. Its events are appended before its decisions count: when the
+        append fails, the core undoes the evaluation (canary runs, alerts) and the error
+        propagates, so nothing is applied or delivered and the next evaluation decides again."""
         now = time.time()
-        with self._lock:
-            out = self.core.evaluate(now)
+
+        def persist(out: dict[str, Any]) -> None:
             events: list[tuple[str, float, dict[str, Any]]] = [
                 ("alert", now, t) for t in out["transitions"]
             ]
@@ -498,8 +598,10 @@ class MonitorActor(PlatformActor):
                 for a in out["canary"]
                 if a["decision"] != "hold"
             ]
-            if events:
-                self.events.append(events)  # persisted before anything acts on them
+            self.events.append(events)  # no-op when empty
+
+        with self._lock:
+            out = self.core.evaluate(now, persist=persist)
             for a in out["canary"]:
                 if a["decision"] in ("rollback", "advance"):
                     self._controller_pending[a["model"]] = a
@@ -563,8 +665,7 @@ class MonitorActor(PlatformActor):
         logger.warning("traffic change for %s refused: %s (not retried)", model, error)
         msg = getattr(error, "message", None) or str(error)
         with self._lock:
-            if self._controller_pending.get(model) is action:
-                self._controller_pending.pop(model, None)
+            snapshot = self.core.decision_snapshot()
             run, t = self.core.canary_refused(action, msg, now)
             payload = {
                 "action": {
@@ -580,8 +681,16 @@ class MonitorActor(PlatformActor):
                 events.append(("alert", now, t))
             try:
                 self.events.append(events)
-            except Exception as e:  # noqa: BLE001 - in memory it is blocked; log the loss
-                logger.error("could not persist the refused canary change of %s: %s", model, e)
+            except Exception as e:  # noqa: BLE001 - undone: the action stays pending
+                # Not durable, so not decided: the run is left as it was and the refused action
+                # is retried (and refused, and recorded) at the next evaluation.
+                self.core.restore_decisions(snapshot, now)
+                logger.error(
+                    "could not persist the refused canary change of %s: %s (will retry)", model, e
+                )
+                return
+            if self._controller_pending.get(model) is action:
+                self._controller_pending.pop(model, None)
         if t is not None:
             self.notifier.notify(t)
 
@@ -731,8 +840,13 @@ class MonitorActor(PlatformActor):
             mine = [a for a in self.core.alerts("firing") if a["id"] == alert_id]
             if not mine or not self._sees(p, mine[0]["labels"].get("model")):
                 raise NotFoundError(f"no firing alert {alert_id!r}", kind="alert", name=alert_id)
+            snapshot = self.core.decision_snapshot()
             t = self.core.engine.resolve(alert_id, now)
-            self.events.append([("alert", now, t)])
+            try:
+                self.events.append([("alert", now, t)])
+            except Exception:
+                self.core.restore_decisions(snapshot, now)  # still firing: the caller retries
+                raise
         self.notifier.notify(t)
         return t
 

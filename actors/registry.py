@@ -46,6 +46,10 @@ class RegistryActor(PlatformActor):
     def __init__(self, platform_config: dict[str, Any], instance_name: str | None = None) -> None:
         super().__init__(platform_config, instance_name)
         self.svc = RegistryService(self.config, self.storage)
+        # Webhook deliveries through the durable outbox: what an earlier process queued and
+        # never finished, and events it committed but never queued, are sent now.
+        # (audit: a separate snapshot, so the writer's fenced view of the log stays as replayed)
+        self.svc.webhooks.open_outbox(self.storage, self.svc.state.last_seq, self.svc.log.audit)
         try:
             artifacts.sweep_staging(self.storage)
         except Exception:  # housekeeping only

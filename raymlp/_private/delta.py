@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, Transaction
 
 from raymlp.errors import NotFoundError, StorageError
@@ -50,6 +50,7 @@ __all__ = [
     "version_of_txn",
     "commit_staged",
     "TableAdvancedError",
+    "NO_TABLE",
     "AppendOnlyTable",
     "SEQ_FIELD",
     "TS_FIELD",
@@ -281,6 +282,12 @@ class TableAdvancedError(Exception):
     """Someone else committed to an :class:`AppendOnlyTable` since the version we expected."""
 
 
+#: ``expect_version`` of an append that must create the table (no table yet).
+NO_TABLE = -1
+#: Commit properties of a fenced commit: fail, never rebase, when the next version is taken.
+_NO_RETRY = CommitProperties(max_commit_retries=0)
+
+
 class AppendOnlyTable:
     """An append-only Delta table at ``uri``: opened lazily, created by its first append.
 
@@ -331,35 +338,83 @@ class AppendOnlyTable:
     ) -> int:
         """Commit ``data`` in one transaction; returns the table version after it.
 
-        With ``expect_version``, raises TableAdvancedError (nothing written) when the table
-        moved past that version (another writer committed). ``refresh`` brings the handle up
-        to date before writing (implied by ``expect_version``).
+        With ``expect_version`` the commit is fenced: it is made from a snapshot at exactly that
+        version and must become the next one (Delta's optimistic concurrency, no retry), else
+        TableAdvancedError and nothing is committed: another writer committed first, even in the
+        moment between our check and our commit. :data:`NO_TABLE` expects that the table does
+        not exist yet (this append creates it). ``refresh`` brings the handle up to date before
+        an unfenced write (implied by ``expect_version``).
         """
+        fenced = expect_version is not None
         try:
             dt = self.open()
             if dt is None:
-                write_deltalake(
-                    self.uri,
-                    data,
-                    mode="append",
-                    partition_by=self.partition_by,
-                    storage_options=self.options,
-                    name=self.create_name,
-                )
+                if fenced and expect_version != NO_TABLE:
+                    raise TableAdvancedError(
+                        f"{self.label} does not exist, expected it at version {expect_version}"
+                    )
+                self._create(data, fenced)
                 self._dt = dt = DeltaTable(self.uri, storage_options=self.options)
             else:
                 if expect_version is not None:
                     self._fence(dt, expect_version)
                 elif refresh:
                     dt.update_incremental()
-                write_deltalake(dt, data, mode="append", partition_by=self.partition_by)
+                self._write(dt, data, fenced)
             return dt.version()
         except TableAdvancedError:
             raise
         except Exception as e:  # noqa: BLE001
             raise self._error("append to", e) from e
 
+    def _create(self, data: pa.Table, fenced: bool) -> None:
+        """The first append. Fenced, it must create the table: a concurrent creator's table
+        (found at the start, or its version 0 committed first) is a TableAdvancedError."""
+        try:
+            write_deltalake(
+                self.uri,
+                data,
+                mode="error" if fenced else "append",
+                partition_by=self.partition_by,
+                storage_options=self.options,
+                name=self.create_name,
+                commit_properties=_NO_RETRY if fenced else None,
+            )
+        except CommitFailedError as e:
+            if fenced:
+                raise TableAdvancedError(f"{self.label} was created by another writer") from e
+            raise
+        except DeltaError as e:
+            # mode="error" on a table that appeared since open(): deltalake says so only in
+            # a generic error ("A table already exists at: ...").
+            if fenced and "already exists" in str(e) and self.snapshot() is not None:
+                raise TableAdvancedError(f"{self.label} was created by another writer") from e
+            raise
+
+    def _write(self, dt: DeltaTable, data: pa.Table, fenced: bool) -> None:
+        """Append ``data`` on the snapshot ``dt``. Fenced: no commit retry, so a commit that
+        finds the next version taken fails (CommitFailedError) instead of being rebased on top
+        of the other writer's: the check in :meth:`_fence` alone leaves a window between the
+        check and the commit in which two writers both pass it (a forked history)."""
+        try:
+            write_deltalake(
+                dt,
+                data,
+                mode="append",
+                partition_by=self.partition_by,
+                commit_properties=_NO_RETRY if fenced else None,
+            )
+        except CommitFailedError as e:
+            if fenced:
+                raise TableAdvancedError(
+                    f"{self.label}: another writer committed after version {dt.version()} "
+                    "first; nothing written"
+                ) from e
+            raise
+
     def _fence(self, dt: DeltaTable, expect_version: int) -> None:
+        # The cheap early check (no data file written when it fails); the commit itself is
+        # fenced again by _write/compact, which closes the race window after this check.
         dt.update_incremental()
         if dt.version() != expect_version:
             raise TableAdvancedError(
@@ -381,11 +436,35 @@ class AppendOnlyTable:
             dt.create_checkpoint()
             if cleanup_metadata:
                 dt.cleanup_metadata()
+            if expect_version is not None:
+                self._check_compaction(dt, expect_version)
         except TableAdvancedError:
             raise
+        except CommitFailedError as e:
+            if expect_version is None:
+                raise self._error("compact", e) from e
+            raise TableAdvancedError(
+                f"{self.label}: another writer committed during compaction; nothing compacted"
+            ) from e
         except Exception as e:  # noqa: BLE001
             raise self._error("compact", e) from e
         return dict(metrics or {})
+
+    def _check_compaction(self, dt: DeltaTable, expect_version: int) -> None:
+        """After a fenced compaction: the handle must be at ``expect_version`` or at our own
+        OPTIMIZE commit on top of it. deltalake rebases an OPTIMIZE over concurrent appends
+        (harmless for the data; ``max_commit_retries`` is not honoured there), which moves the
+        handle past commits the caller never read: its expected version would then skip them."""
+        v = dt.version()
+        if v == expect_version:
+            return
+        last = dt.history(1)[0] if v == expect_version + 1 else {}
+        if last.get("operation") == "OPTIMIZE" and last.get("readVersion") == expect_version:
+            return
+        raise TableAdvancedError(
+            f"{self.label}: another writer committed during compaction (now at version {v}, "
+            f"expected {expect_version} + our compaction): catch up"
+        )
 
     def version(self) -> int | None:
         dt = self.open()

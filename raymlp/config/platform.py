@@ -291,8 +291,9 @@ class MonitorSettings(StrictModel):
         0,
         ge=0,
         le=65535,
-        description="Port of the Prometheus /metrics endpoint (0: a free port, see "
-        "p.monitor.metrics_url()). Set a fixed one for a Prometheus scrape config.",
+        description="Port of the Prometheus /metrics endpoint. 0: a free port picked on the "
+        "first start and kept across restarts (recorded in the monitor's event log; see "
+        "p.monitor.metrics_url()). Set a fixed one for a production scrape config.",
     )
     ray_metrics: bool = Field(
         True, description="Also export the key series via ray.util.metrics (Ray dashboard)."
@@ -309,6 +310,13 @@ class MonitorSettings(StrictModel):
     )
     max_tracked_requests: int = Field(
         200_000, ge=1000, description="Recent request ids kept to join feedback labels."
+    )
+    dedup_window: int = Field(
+        200_000,
+        ge=1000,
+        description="Recent request ids remembered (per log) to drop re-sent prediction "
+        "records and labels, e.g. a client's retry after a timeout; rebuilt from the logs on "
+        "restart. A duplicate older than this many rows is not recognised.",
     )
     compact_every: int = Field(
         200, ge=10, description="Log commits between compaction + checkpoint of the tables."

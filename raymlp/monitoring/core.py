@@ -9,10 +9,15 @@ behaviour is testable in a unit test with a fake clock::
     out = core.evaluate(now=time.time())
     out["transitions"]     # alert transitions to persist and deliver
     out["canary"]          # canary decisions (the actor applies weight changes)
+
+Decisions take effect only once they are durable: ``evaluate(now, persist=fn)`` calls ``fn``
+with the outcome before it counts, and when ``fn`` raises the canary runs and alerts are put
+back as they were (:meth:`MonitorCore.decision_snapshot`), so the next evaluation decides again.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import timedelta
@@ -44,6 +49,8 @@ PERF_GAUGE_WINDOW_S = 300.0
 CANARY_SEEN_WINDOW_S = 300.0
 
 TrafficLookup = Callable[[str], Mapping[str, Any] | None]
+#: Makes an evaluation's outcome durable (the monitor appends its events); raising undoes it.
+Persist = Callable[[dict[str, Any]], None]
 
 
 class MonitorCore:
@@ -261,17 +268,46 @@ class MonitorCore:
                 )
         return started
 
-    def evaluate(self, now: float | None = None) -> dict[str, Any]:
-        """One pass: canaries, alert rules, gauges. Returns ``{"transitions", "canary"}``."""
+    def decision_snapshot(self) -> tuple[Any, Any, float | None]:
+        """A copy of the state that decisions move (canary runs, alerts, last evaluation), for
+        :meth:`restore_decisions` when they could not be made durable."""
+        return copy.deepcopy(self.canary), copy.deepcopy(self.engine), self.last_evaluated_at
+
+    def restore_decisions(self, snapshot: tuple[Any, Any, float | None], now: float) -> None:
+        """Put back a :meth:`decision_snapshot` (and the gauges that show it)."""
+        self.canary, self.engine, self.last_evaluated_at = snapshot
+        self.metrics.gauges.set(self.gauge_values(now))
+
+    def evaluate(self, now: float | None = None, persist: Persist | None = None) -> dict[str, Any]:
+        """One pass: canaries, alert rules, gauges. Returns ``{"transitions", "canary"}``.
+
+        With ``persist``, the outcome is handed to it before anything counts it; if it raises,
+        the canary runs and alerts are restored to what they were before this pass (the error
+        propagates) and the next pass decides again."""
         now = time.time() if now is None else now
+        snapshot = self.decision_snapshot() if persist is not None else None
+        try:
+            out = self._decide(now)
+            if persist is not None:
+                persist(out)
+        except BaseException:
+            if snapshot is not None:
+                self.restore_decisions(snapshot, now)
+            raise
+        for action in out["canary"]:  # counted once durable: a retried pass is not counted twice
+            if action["decision"] not in ("hold", "start"):
+                self.metrics.canary_decisions.labels(action["model"], action["decision"]).inc()
+        self.metrics.gauges.set(self.gauge_values(now))
+        self.last_evaluated_at = now
+        return out
+
+    def _decide(self, now: float) -> dict[str, Any]:
         self.state.prune(now)
         self.signals.reset()
         transitions: list[dict[str, Any]] = []
         canary = self._start_canaries(now) if self.config.canary.enabled else []
         for action in self.canary.evaluate(now, self._canary_stats):
             canary.append(action)
-            if action["decision"] != "hold":
-                self.metrics.canary_decisions.labels(action["model"], action["decision"]).inc()
             if action["regression"]:
                 t = self.engine.fire(
                     "canary_rollback" if action["decision"] == "rollback" else "canary_regression",
@@ -293,8 +329,6 @@ class MonitorCore:
                 ),
             )
         )
-        self.metrics.gauges.set(self.gauge_values(now))
-        self.last_evaluated_at = now
         return {"transitions": transitions, "canary": canary}
 
     def canary_refused(

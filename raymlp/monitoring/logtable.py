@@ -5,8 +5,13 @@
   labels and for retraining data (``ray.data.read_delta(storage.uri("monitoring",
   "prediction_log"))``).
 * ``feedback`` — one row per label (``records.FEEDBACK_SCHEMA``), partitioned by ``date``.
-* ``events`` — the monitor's own state changes: alert transitions, canary decisions and
-  runtime config (``seq``, ``ts``, ``kind``, ``payload`` JSON); folded on restart.
+* ``events`` — the monitor's own state changes: alert transitions, canary decisions,
+  runtime config and the metrics endpoint (``seq``, ``ts``, ``kind``, ``payload`` JSON);
+  folded on restart.
+
+Rows are logged exactly once per key: a client that retries a batch after a timeout may send
+records that were already committed, and :class:`RecentKeys` (a bounded window of the keys of
+recent rows, rebuilt from the logs on restart) lets the committer drop them.
 
 Appends are batched by the caller (one commit per group of records); every ``compact_every``
 commits a table is compacted and checkpointed so replay reads few files. The table handling is
@@ -22,8 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,9 +48,11 @@ from raymlp._private.delta import (
 from raymlp.errors import StorageError
 from raymlp.storage import Storage
 
-__all__ = ["DeltaLog", "EventTable", "GroupCommitter", "EVENT_SCHEMA"]
+__all__ = ["DeltaLog", "EventTable", "GroupCommitter", "RecentKeys", "EVENT_SCHEMA"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EVENT_SCHEMA = pa.schema([SEQ_FIELD, TS_FIELD, KIND_FIELD, PAYLOAD_FIELD])
 
@@ -193,6 +202,60 @@ class EventTable:
             if kinds is None or kind in kinds:
                 out.append({"seq": seq, "ts": when, "kind": kind, "payload": json.loads(payload)})
         return out
+
+
+class RecentKeys:
+    """The keys of the most recent ``capacity`` rows of a log, oldest evicted first.
+
+    What makes a log's appends idempotent for a client that retries: a key seen here was
+    committed, so a record carrying it again is a duplicate. Memory is bounded by
+    ``capacity``; a duplicate older than the window is not recognised (the window is sized to
+    cover far more than a client's retry horizon). Not thread-safe: the committer that uses it
+    runs one commit at a time (:class:`GroupCommitter`)::
+
+        seen = RecentKeys(200_000)
+        fresh, duplicates = seen.split(batch, key)   # also drops repeats within the batch
+        log.append(to_table(fresh))
+        seen.add(key(r) for r in fresh)              # only once they are durable
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity!r}")
+        self.capacity = capacity
+        self._keys: OrderedDict[Hashable, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._keys
+
+    def add(self, keys: Iterable[Hashable]) -> None:
+        """Remember ``keys`` as the newest (a key already known moves to the newest end)."""
+        for k in keys:
+            self._keys[k] = None
+            self._keys.move_to_end(k)
+        while len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+
+    def split(
+        self, items: Iterable[T], key: Callable[[T], Hashable]
+    ) -> tuple[list[T], list[T]]:
+        """``(fresh, duplicates)``: the items whose key is neither known nor repeated earlier
+        in ``items``, and the others. Remembers nothing (call :meth:`add` once the fresh items
+        are durable, so a failed commit leaves them retryable)."""
+        fresh: list[T] = []
+        dups: list[T] = []
+        batch: set[Hashable] = set()
+        for it in items:
+            k = key(it)
+            if k in self._keys or k in batch:
+                dups.append(it)
+            else:
+                batch.add(k)
+                fresh.append(it)
+        return fresh, dups
 
 
 class _Ticket:

@@ -23,6 +23,7 @@ from deltalake import DeltaTable
 
 from raymlp._private.delta import (
     KIND_FIELD,
+    NO_TABLE,
     PAYLOAD_FIELD,
     SEQ_FIELD,
     TS_FIELD,
@@ -156,17 +157,24 @@ class EventLog:
     def append(self, events: list[Event]) -> None:
         """Commit ``events`` (seq already assigned) in one Delta transaction.
 
-        Raises LogAdvancedError when the table moved since our last read or write.
+        Raises LogAdvancedError (nothing written) when the table moved since our last read or
+        write — also when another writer commits in the moment before ours: the commit is
+        fenced by Delta's optimistic concurrency, so two writers can never both commit on top
+        of one version (the same seq twice). Before the first read the log expects no table.
         """
         if not events:
             return
         try:
             self._version = self._table.append(
-                _to_table(events), expect_version=self._version, refresh=True
+                _to_table(events), expect_version=self._expected(), refresh=True
             )
         except TableAdvancedError as e:
             raise LogAdvancedError(str(e)) from None
         self.commits_since_compact += 1
+
+    def _expected(self) -> int:
+        # None: no table seen yet (a new root, or nothing read): the append must create it.
+        return NO_TABLE if self._version is None else self._version
 
     @property
     def needs_compaction(self) -> bool:
@@ -177,7 +185,7 @@ class EventLog:
         if self._open() is None:
             return {}
         try:
-            metrics = self._table.compact(expect_version=self._version)
+            metrics = self._table.compact(expect_version=self._expected())
         except TableAdvancedError as e:
             raise LogAdvancedError(str(e)) from None
         self._version = self._table.version()

@@ -37,7 +37,7 @@ def tenants(platform, tmp_path) -> tuple[Platform, Platform]:
         + records(20, "fraud", tenant="acme"),
         source="gateway",
     )
-    assert res == {"accepted": 65, "unknown": 0, "dropped_reported": 0}
+    assert res == {"accepted": 65, "unknown": 0, "duplicates": 0, "dropped_reported": 0}
     alice.monitor.evaluate()
     (alert,) = alice.monitor.alerts("firing")
     assert alert["labels"]["model"] == "churn"
@@ -115,6 +115,7 @@ def test_a_person_cannot_log_records_for_another_tenants_model(tenants):
     assert carol.monitor.log_feedback([{"request_id": "r1", "label": 1, "model": "churn"}]) == {
         "accepted": 0,
         "unknown": 1,
+        "duplicates": 0,
     }
     assert _churn_view(alice) == before
 
