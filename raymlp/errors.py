@@ -13,6 +13,7 @@ Every error the platform raises on purpose derives from :class:`RayMLPError`::
     ├── ConflictError                conflict            409   concurrent change, duplicate, bad transition
     ├── OverloadedError              overloaded          429   load shed, queue full
     ├── UnavailableError             unavailable         503   actor down, nothing could answer
+    │   └── ModelError               model_error         503   the model itself raised on a request
     └── StorageError                 storage_error       503   the storage root cannot be read/written
         └── ArtifactIntegrityError   artifact_integrity  503   a model artifact differs from its
                                                                registered digests, or names a
@@ -45,6 +46,7 @@ __all__ = [
     "ConflictError",
     "OverloadedError",
     "UnavailableError",
+    "ModelError",
     "StorageError",
     "ArtifactIntegrityError",
     "unwrap_ray_error",
@@ -174,6 +176,18 @@ class UnavailableError(RayMLPError):
     http_status = 503
 
 
+class ModelError(UnavailableError):
+    """The model itself failed on a request (its forward pass raised), as opposed to the
+    infrastructure around it (a replica died, a timeout). Context: ``model``, ``reason``.
+
+    An :class:`UnavailableError`, so callers that handle those still do; its own code lets the
+    serving chain attribute the failure to the version that raised it (a canary's own errors
+    count against the canary, a dead replica does not).
+    """
+
+    code = "model_error"
+
+
 class StorageError(RayMLPError):
     """The storage root could not be read or written. Context: ``uri``."""
 
@@ -207,6 +221,7 @@ _BY_CODE: dict[str, type[RayMLPError]] = {
         ConflictError,
         OverloadedError,
         UnavailableError,
+        ModelError,
         StorageError,
         ArtifactIntegrityError,
     )

@@ -477,6 +477,14 @@ class ServeTimeouts(StrictModel):
     primary_s: float = Field(1.0, gt=0, description="Primary or canary model call.")
     fallback_s: float = Field(0.5, gt=0, description="Fallback model call.")
     warmup_s: float = Field(120.0, gt=0, description="Loading + probing a version before traffic.")
+    pin_warmup_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Loading a cold version a request pins (``version``) on the request's own time: "
+            "beyond it the request answers 503 ``unavailable``, never a hang."
+        ),
+    )
 
 
 class ServeShadowSettings(StrictModel):

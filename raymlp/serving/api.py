@@ -141,6 +141,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
     return error_response(request_error(list(exc.errors())), request.headers.get("x-request-id"))
 
 
+@app.exception_handler(Exception)
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    # A bug or a Ray error that escaped a route: still our schema (503 ``unavailable`` with the
+    # request id), never Starlette's plain-text 500. ``to_raymlp_error`` logs it.
+    return error_response(exc, request.headers.get("x-request-id"))
+
+
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     return error_response(

@@ -37,6 +37,7 @@ __all__ = [
     "app_builder",
     "serve_config",
     "deployment_options",
+    "default_gateway_replicas",
     "http_options",
     "GATEWAY",
     "MODEL_SERVER",
@@ -50,6 +51,9 @@ FALLBACK_SERVER = "FallbackServer"
 _BATCHING: dict[str, Any] = {"model_server": {"batching"}, "fallback_server": {"batching"}}
 #: requests per gateway replica when the config does not size it
 _GATEWAY_MAX_ONGOING = 256
+#: cluster CPUs from which the gateway runs 2 replicas by default
+_GATEWAY_HA_MIN_CPUS = 4
+_GATEWAY_HEALTH_CHECK_PERIOD_S = 2.0
 
 
 def deployment_options(
@@ -83,6 +87,19 @@ def deployment_options(
     return out
 
 
+def default_gateway_replicas() -> int:
+    """Gateway replicas when the config sets neither ``num_replicas`` nor autoscaling: 2 on
+    a cluster of at least :data:`_GATEWAY_HA_MIN_CPUS` CPUs (a replica can die without the
+    endpoint going with it), else 1 (a small machine keeps its cores for the models)."""
+    import ray
+
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", 0)) if ray.is_initialized() else 0.0
+    except Exception:  # noqa: BLE001 - no cluster view: the safe small default
+        cpus = 0.0
+    return 2 if cpus >= _GATEWAY_HA_MIN_CPUS else 1
+
+
 def _server_options(s: ServeModelServerSettings) -> dict[str, Any]:
     opts = deployment_options(s, s.sized_max_ongoing_requests(), float(s.batching.max_batch_size))
     opts["user_config"] = s.batching.model_dump(mode="json")
@@ -108,9 +125,14 @@ def build_app(cfg: ServeAppConfig, platform_config: PlatformConfig | None = None
         fb = cast("Deployment", serve.deployment(ModelServer, name=FALLBACK_SERVER))
         fallback = fb.options(**_server_options(cfg.fallback_server)).bind(data, "fallback", pdata)
     g = cfg.gateway
+    if g.num_replicas is None and g.autoscaling is None:
+        g = g.model_copy(update={"num_replicas": default_gateway_replicas()})
     gw_opts = deployment_options(
         g, g.max_ongoing_requests or _GATEWAY_MAX_ONGOING, float(min(g.max_inflight, 64))
     )
+    # A dead gateway replica leaves the proxy's routing set on its first failed request; the
+    # controller's health check (Serve's default: every 10 s) only backs that up, sooner.
+    gw_opts["health_check_period_s"] = _GATEWAY_HEALTH_CHECK_PERIOD_S
     return (
         cast("Deployment", Gateway)
         .options(name=GATEWAY, **gw_opts)

@@ -34,6 +34,7 @@ from starlette.responses import Response
 
 from raymlp.config import Principal, ServeAppConfig
 from raymlp.errors import (
+    ModelError,
     NotFoundError,
     OverloadedError,
     PermissionDeniedError,
@@ -155,9 +156,10 @@ class Gateway:
             )
         return h
 
-    async def _warm(self, pool: str, vi: VersionInfo) -> Any:
+    async def _warm(self, pool: str, vi: VersionInfo, protect: list[str] | None = None) -> Any:
         await self.sensitive.prepare(vi)  # its sensitive inputs, before it gets traffic
-        return await self._handle(pool, vi.model_id, "warmup").remote()
+        handle = self._handle(pool, vi.model_id, "warmup")
+        return await (handle.remote() if protect is None else handle.remote(protect=protect))
 
     async def _call(self, pool: str, model_id: str, item: dict[str, Any]) -> dict[str, Any]:
         resp = self._handle(pool, model_id).remote(item)
@@ -226,6 +228,25 @@ class Gateway:
             pinned_vi = await self.table.version(route.name, pinned)
         return await self.sensitive.protect(route, inst, pinned_vi)
 
+    async def _warm_pin(self, vinfo: VersionInfo) -> None:
+        """Load a pinned version that gets no traffic within ``timeouts.pin_warmup_s``, never
+        by evicting one that does (the model server refuses with 429 instead); a timeout is a
+        503, never a hang. Not remembered as warm: the server may unload it again."""
+        served = self.table.served_ids()
+        if vinfo.model_id in served:
+            return  # its route's warm-up loaded it
+        timeout = self.cfg.timeouts.pin_warmup_s
+        try:
+            await asyncio.wait_for(self._warm("primary", vinfo, protect=served), timeout)
+        except TimeoutError:
+            raise UnavailableError(
+                f"pinned version {vinfo.version} of {vinfo.model!r} did not load within "
+                f"{timeout}s (rule: timeouts.pin_warmup_s)",
+                field="version",
+                value=vinfo.version,
+                rule="timeouts.pin_warmup_s",
+            ) from None
+
     async def _answer(
         self,
         principal: Principal,
@@ -255,8 +276,7 @@ class Gateway:
             self._check_pin(principal, route, pinned)
             vinfo = await self.table.version(route.name, pinned)
             label = "primary"
-            if not self.table.is_warm("primary", vinfo):
-                await self.table.ensure_warm("primary", vinfo)  # a pinned cold version
+            await self._warm_pin(vinfo)
         else:
             vinfo, label = choose(route, routing_key)
         validated = None
@@ -359,10 +379,16 @@ class Gateway:
             )
         try:
             ans = await run_chain(steps, self.breakers, mcfg.rules, logged, mcfg.default_response)
-        except BaseException:
+        except BaseException as e:
             if live is not None:
                 live.set_result(None)
+            if label == "canary" and vinfo is not None:
+                failures = getattr(e, "context", {}).get("failures") or []
+                if f"canary: {ModelError.code}" in failures:
+                    self._record_canary_error(rid, route.name, principal, vinfo, logged)
             raise
+        if label == "canary" and vinfo is not None and ("canary", ModelError.code) in ans.failures:
+            self._record_canary_error(rid, route.name, principal, vinfo, logged)
         if live is not None:
             live.set_result(
                 {"prediction": ans.prediction, "probability": ans.probability}
@@ -422,6 +448,30 @@ class Gateway:
             }
         self.log.prediction(rec)
         return rec
+
+    def _record_canary_error(
+        self, rid: str, model: str, principal: Principal, vinfo: VersionInfo, features: Any
+    ) -> None:
+        """The canary's own failure (its model raised), logged against the canary as a record
+        of its own (``<request id>.canary``) beside the request's answer, which stable or the
+        fallback gave. Infrastructure failures of the canary step (a dead replica, a timeout,
+        an open breaker) are not logged against it: they say nothing about the version."""
+        self.counts["canary_model_error"] += 1
+        self.log.prediction(
+            {
+                "request_id": f"{rid}.canary",
+                "model": model,
+                "route": "canary",
+                "version": vinfo.version,
+                "tenant": principal.tenant,
+                "features": features,
+                "prediction": None,
+                "probability": None,
+                "latency_ms": None,  # the step's time is not the version's latency
+                "status": "error",
+                "error_code": ModelError.code,
+            }
+        )
 
     def _admit(self, principal: Principal, instances: int = 1) -> None:
         """Admit ``instances`` instances of ``principal``'s tenant, or raise OverloadedError

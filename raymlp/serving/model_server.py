@@ -37,7 +37,9 @@ from raymlp._private.model_version import ModelVersion
 from raymlp.config import ServeAppConfig, ServeBatching
 from raymlp.errors import (
     ArtifactIntegrityError,
+    ModelError,
     NotFoundError,
+    OverloadedError,
     RayMLPError,
     StorageError,
     UnavailableError,
@@ -79,6 +81,17 @@ def _error_dict(exc: BaseException, model_id: str) -> dict[str, Any]:
     logger.warning("%s: a request failed: %s: %s", model_id, type(exc).__name__, exc)
     return UnavailableError(
         f"model {model_id!r} could not answer this request", reason=type(exc).__name__
+    ).to_dict()
+
+
+def _model_error_dict(exc: BaseException, model_id: str) -> dict[str, Any]:
+    """The answer of a request whose forward pass raised: the model's own failure
+    (``model_error``, attributed to this version), unless it is already a raymlp error."""
+    if isinstance(unwrap_ray_error(exc), RayMLPError):
+        return _error_dict(exc, model_id)
+    logger.warning("%s: the model raised: %s: %s", model_id, type(exc).__name__, exc)
+    return ModelError(
+        f"model {model_id!r} failed on this request", model=model_id, reason=type(exc).__name__
     ).to_dict()
 
 
@@ -202,6 +215,8 @@ class ModelServer:
 
         async def _load(model_id: str) -> ServedModel:
             return await self._load_model(model_id)
+
+        self._load_fn = _load
 
         # Wired at init so the LRU bound comes from the config (Serve supports this form).
         self.get_model = serve.multiplexed(
@@ -428,7 +443,7 @@ class ModelServer:
             )
         except Exception as e:  # noqa: BLE001 - isolated below
             if len(batch) == 1:
-                return [_error_dict(e, model.model_id)]
+                return [_model_error_dict(e, model.model_id)]
         out: list[Any] = []
         for row in batch:
             try:
@@ -437,7 +452,7 @@ class ModelServer:
                 )
                 out.append(probs[0])
             except Exception as e:  # noqa: BLE001 - this row's answer is its error
-                out.append(_error_dict(e, model.model_id))
+                out.append(_model_error_dict(e, model.model_id))
         return out
 
     async def _entity_rows(
@@ -511,9 +526,36 @@ class ModelServer:
                     feats[spec.name] = None
             rows[i] = feats
 
-    async def warmup(self) -> dict[str, Any]:
-        """Load the multiplexed version and score a probe row: the blue-green warm-up."""
+    def _make_room(self, model_id: str, protect: set[str]) -> None:
+        """Before loading ``model_id``: order Serve's multiplexed LRU so that the version it
+        unloads to make room is one outside ``protect`` (the versions that get traffic), or
+        refuse (429) when every loaded version is protected. Reads Serve's model cache (the
+        wrapper ``serve.multiplexed`` keeps on the decorated function)."""
+        wrapper = getattr(self._load_fn, "__serve_multiplex_wrapper", None)
+        models = getattr(wrapper, "models", None)
+        cap = self.settings.max_models_per_replica
+        if models is None or model_id in models or len(models) < cap:
+            return
+        if all(m in protect for m in models):
+            raise OverloadedError(
+                f"no room to load {model_id!r}: the {len(models)} loaded versions all get "
+                f"traffic (rule: model_server.max_models_per_replica = {cap}; a pinned version "
+                "never evicts a served one)",
+                model=model_id,
+                rule="model_server.max_models_per_replica",
+                retry_after_s=1,
+            )
+        for m in [m for m in models if m in protect]:
+            models.move_to_end(m)
+
+    async def warmup(self, protect: list[str] | None = None) -> dict[str, Any]:
+        """Load the multiplexed version and score a probe row: the blue-green warm-up.
+
+        ``protect``: for a pinned version, the versions that get traffic; loading never
+        unloads one of them (:meth:`_make_room`)."""
         model_id = serve.get_multiplexed_model_id()
+        if protect is not None:
+            self._make_room(model_id, set(protect))
         t0 = time.perf_counter()
         model: ServedModel = await self.get_model(model_id)
         t1 = time.perf_counter()

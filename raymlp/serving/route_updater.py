@@ -25,12 +25,24 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from raymlp.config import ServeAppConfig, ServedModelConfig, ServeModelRef
-from raymlp.errors import NotFoundError, PermissionDeniedError, RayMLPError
+from raymlp.errors import (
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    RayMLPError,
+    StorageError,
+    UnavailableError,
+)
 from raymlp.serving.routing import ModelRoute, Traffic, VersionInfo
 
 __all__ = ["RoutingTable", "WATCHED_EVENTS"]
 
 logger = logging.getLogger(__name__)
+
+#: Errors that say nothing about the route, only that the registry (or its storage) could not
+#: answer now: the refresh is abandoned and the current route kept whole — a canary, shadow or
+#: fallback must never vanish because the registry was restarting.
+_TRANSIENT = (UnavailableError, StorageError, OverloadedError)
 
 #: Registry event kinds that can change a route.
 WATCHED_EVENTS = [
@@ -65,7 +77,7 @@ class RoutingTable:
     """
 
     def __init__(
-        self, cfg: ServeAppConfig, registry: Any, warm: Callable[[str, VersionInfo], Awaitable[Any]]
+        self, cfg: ServeAppConfig, registry: Any, warm: Callable[..., Awaitable[Any]]
     ) -> None:
         self.cfg = cfg
         self.registry = registry
@@ -87,8 +99,15 @@ class RoutingTable:
     def get(self, name: str) -> ModelRoute | None:
         return self.routes.get(name)
 
-    def is_warm(self, pool: str, vi: VersionInfo) -> bool:
-        return (pool, vi.model_id) in self._warm
+    def served_ids(self) -> list[str]:
+        """Model ids that get traffic (stable, canary, shadow, standby of every route): the
+        versions a pinned one must never evict from a model server."""
+        out: set[str] = set()
+        for r in self.routes.values():
+            out.update(v.model_id for v in (r.stable, r.canary, r.shadow) if v is not None)
+            if r.standby is not None:
+                out.add(f"{r.name}:{r.standby}")
+        return sorted(out)
 
     async def version(self, name: str, version: int) -> VersionInfo:
         """A version's facts (cached: versions never change); NotFoundError if unknown."""
@@ -124,6 +143,8 @@ class RoutingTable:
             st.problems.append(f"no stable version: {e.message}")
             try:
                 st.tenant = self.registry.get(m.name).tenant
+            except _TRANSIENT:
+                raise
             except RayMLPError:
                 pass
         get_traffic = getattr(self.registry, "get_traffic", None)
@@ -140,6 +161,8 @@ class RoutingTable:
                 continue
             try:
                 setattr(st, attr, self._version_sync(m.name, version))
+            except _TRANSIENT:
+                raise
             except RayMLPError as e:
                 st.problems.append(f"{attr} version {version}: {e.message}")
         ref: Any = m.fallback_model
@@ -148,6 +171,8 @@ class RoutingTable:
         if ref:
             try:
                 st.fallback = self._ref_sync(ref)
+            except _TRANSIENT:
+                raise
             except (RayMLPError, ValueError) as e:
                 st.problems.append(f"fallback model {ref!r}: {e}")
         return st
@@ -239,9 +264,14 @@ class RoutingTable:
         if "stable" in failed and old.stable is not None:
             stable = old.stable  # blue-green: never switch to a version that did not warm up
             problems.append(f"still serving version {old.stable.version}")
-        # A canary at weight 0 (rolled back, or not started) is no canary.
-        canary = None if "canary" in failed or st.traffic.canary_weight <= 0 else st.canary
-        shadow = None if "shadow" in failed else st.shadow
+        # A canary at weight 0 (rolled back, or not started) is no canary. One that served
+        # before and now fails its warm-up (a model server replica died, is restarting) keeps
+        # its traffic: only a registry decision takes it away, and its requests fall through
+        # to stable meanwhile. A *new* canary version gets traffic only once it is warm.
+        canary = None if st.traffic.canary_weight <= 0 else st.canary
+        if "canary" in failed and not _same(old.canary, canary):
+            canary = None
+        shadow = st.shadow if "shadow" not in failed or _same(old.shadow, st.shadow) else None
         standby = st.traffic.standby_version
         if old.stable is not None and stable is not None and old.stable.version != stable.version:
             standby = old.stable.version
@@ -272,3 +302,7 @@ class RoutingTable:
         for t in self._tasks.values():
             t.cancel()
         self._io.shutdown(wait=False, cancel_futures=True)
+
+
+def _same(a: VersionInfo | None, b: VersionInfo | None) -> bool:
+    return a is not None and b is not None and a.model_id == b.model_id

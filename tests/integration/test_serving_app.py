@@ -9,6 +9,7 @@ Failures are injected with :func:`raymlp.serving.examples.set_control` (a contro
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from typing import Any
@@ -145,7 +146,7 @@ def test_503_when_nothing_can_answer(served):
         assert r.status_code == 503, r.text
         err = r.json()["error"]
         assert err["code"] == "unavailable" and set(err) == {"code", "message", "details"}
-        assert err["details"]["failures"] == ["primary: unavailable"]
+        assert err["details"]["failures"] == ["primary: model_error"]  # the model raised
         # churn, by contrast, still answers: its chain ends in a default response
         served.control("v1", fail=True)
         served.control("fb", fail=True)
@@ -189,7 +190,7 @@ def test_every_fallback_route_answers_and_is_labelled(served):
         assert (r["route"], r["model_version"], r["probability"]) == ("default", "default", 0.3)
         records = served.p.serve.handle().recent_records.remote(3).result()
         assert [x["route"] for x in records] == ["fallback", "rule", "default"]
-        assert records[0]["error_code"] in ("unavailable", "breaker_open")
+        assert records[0]["error_code"] in ("model_error", "breaker_open")
     finally:
         served.heal()
     served.wait_primary()
@@ -474,6 +475,101 @@ def test_canary_rollback_sets_weight_zero(served):
     assert route["canary"] is None
     assert served.predict().json()["route"] == "primary"
     assert served.p.registry.get_traffic("churn")["canary_weight"] == 0
+
+
+def test_a_canary_keeps_its_traffic_across_a_replica_kill_and_owns_its_model_errors(served):
+    """Issue 14 item 4: killing the model server replicas (infrastructure) leaves the canary's
+    weight and share as they were; the canary's own failures (its model raising) are logged
+    against the canary — ``<request id>.canary``, route canary, ``model_error`` — while the
+    caller gets stable's answer; a slow canary step (a timeout: infrastructure) is not."""
+    served.wait_primary()
+    if served.p.registry.get("churn", version=3).stage == "archived":
+        served.p.registry.set_stage("churn", 3, "staging")
+    served.p.serve.canary("churn", 3, 10)
+    handle = served.p.serve.handle()
+    try:
+        ids = [f"cust-{i}" for i in range(400)]
+
+        def canary_share(seed: int) -> float:  # new inputs each time: no cache hits
+            bodies = [
+                {"model_id": "churn", "features": {**example_features(seed + i), "customer_id": c}}
+                for i, c in enumerate(ids)
+            ]
+            answers = asyncio.run(post_many(served.url, bodies))
+            return sum(a["route"] == "canary" for a in answers) / len(answers) * 100
+
+        assert 4 <= canary_share(70_000) <= 16
+        for a in ray.util.list_named_actors(all_namespaces=True):
+            if "ModelServer" in a["name"] and a["name"].startswith("SERVE_REPLICA"):
+                ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=True)
+        served.wait_primary(timeout=120)
+        assert served.model()["canary"] == {"version": 3, "weight": 10.0}
+        assert served.p.registry.get_traffic("churn")["canary_weight"] == 10.0
+        assert 4 <= canary_share(75_000) <= 16  # still routed, not just still configured
+
+        canary_ids = list(itertools.islice((c for c in ids if _routes_to_canary(served, c)), 3))
+        assert len(canary_ids) == 3
+        served.control("v3", fail=True)
+        for c in canary_ids:
+            served.n += 1
+            r = served.predict({**example_features(80_000 + served.n), "customer_id": c}).json()
+            assert (r["route"], r["model_version"]) == ("primary", "1")  # stable answered
+            recs = handle.recent_records.remote(2).result()
+            own, answer = (recs[0], recs[1]) if recs[0]["route"] == "canary" else (recs[1], recs[0])
+            assert own["request_id"] == f"{r['request_id']}.canary"
+            assert (own["version"], own["status"], own["error_code"]) == (3, "error", "model_error")
+            assert (answer["request_id"], answer["route"]) == (r["request_id"], "primary")
+        served.control("v3", delay_s=0.8)  # beyond timeouts.primary_s: a timeout, not the model
+        r = served.predict({**example_features(80_001), "customer_id": canary_ids[0]}).json()
+        assert r["route"] == "primary"
+        (last,) = handle.recent_records.remote(1).result()
+        assert last["request_id"] == r["request_id"]  # no canary record for a timeout
+        assert last["error_code"] in ("timeout", "breaker_open")
+    finally:
+        served.heal()
+        served.p.serve.rollback("churn")
+    served.wait_primary()
+
+
+def _routes_to_canary(served: Any, customer_id: str) -> bool:
+    served.n += 1
+    r = served.predict({**example_features(90_000 + served.n), "customer_id": customer_id}).json()
+    return r["route"] == "canary"
+
+
+def test_a_pinned_cold_version_is_bounded_and_never_evicts_a_served_one(served):
+    """Issue 14 item 6: a model server with room for 2 versions serves ``churn:1``; pinning
+    versions 2 and 3 one after the other loads each in the free slot (evicting the other pin,
+    never version 1); with both slots served, a pin is refused with 429, not an eviction."""
+    from raymlp.serving.model_server import ModelServer
+
+    cfg = {
+        "name": "pins",
+        "principal": "serving",
+        "models": [{"name": "churn"}],
+        "model_server": {"num_replicas": 1, "num_cpus": 0, "max_models_per_replica": 2},
+    }
+    app = serve.deployment(ModelServer, name="PinServer").bind(cfg, "primary", None)
+    h = serve.run(app, name="pins", route_prefix=None)
+    try:
+
+        def warm(model_id: str, protect: list[str]) -> Any:
+            return h.options(multiplexed_model_id=model_id, method_name="warmup").remote(
+                protect=protect
+            )
+
+        warm("churn:1", []).result()
+        warm("churn:2", ["churn:1"]).result()
+        loaded = h.options(method_name="loaded_models")
+        assert loaded.remote().result() == ["churn:1", "churn:2"]
+        warm("churn:3", ["churn:1"]).result()  # full: the unprotected pin 2 makes room
+        assert loaded.remote().result() == ["churn:1", "churn:3"]
+        with pytest.raises(Exception) as e:
+            warm("churn:2", ["churn:1", "churn:3"]).result()
+        assert "no room to load 'churn:2'" in str(e.value)
+        assert loaded.remote().result() == ["churn:1", "churn:3"]
+    finally:
+        serve.delete("pins")
 
 
 def test_shadow_never_changes_a_response(served):

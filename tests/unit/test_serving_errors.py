@@ -11,6 +11,7 @@ from raymlp.errors import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    ModelError,
     NotFoundError,
     OverloadedError,
     PermissionDeniedError,
@@ -37,6 +38,7 @@ from raymlp.serving.errors import HTTP_STATUSES, error_body, error_response, htt
         (OverloadedError("full"), 429, "overloaded"),
         (UnavailableError("down"), 503, "unavailable"),
         (StorageError("disk"), 503, "storage_error"),
+        (ModelError("the model raised", model="churn:2"), 503, "model_error"),
         (ConflictError("moved"), 409, "conflict"),
         (RayMLPError("generic"), 503, "unavailable"),
         (RuntimeError("Traceback (most recent call last): secret"), 503, "unavailable"),
@@ -70,3 +72,34 @@ def test_framework_errors():
     assert http_error(404, "Not Found").http_status == 404
     assert http_error(405, "Method Not Allowed").http_status == 400
     assert http_error(500, "boom").http_status == 503
+
+
+def test_an_exception_that_escapes_a_route_is_a_503_in_the_schema_not_a_bare_500():
+    """The gateway app's catch-all (issue 14): a bug or a Ray error raised outside any route's
+    own handling still answers in the error schema, with the caller's request id."""
+    import asyncio
+
+    import httpx
+    from ray.exceptions import ActorDiedError
+
+    from raymlp.serving.api import app
+
+    @app.get("/__test/boom")
+    async def boom() -> None:
+        raise ActorDiedError()
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.get("/__test/boom", headers={"x-request-id": "rid-7"})
+
+    try:
+        r = asyncio.run(call())
+    finally:
+        app.router.routes[:] = [x for x in app.router.routes if x.path != "/__test/boom"]
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"] == "application/json"
+    err = r.json()["error"]
+    assert err["code"] == "unavailable" and err["details"]["request_id"] == "rid-7"
+    assert err["details"]["reason"] == "ActorDiedError"
+    assert "Traceback" not in r.text
