@@ -16,9 +16,10 @@ Thin shell around :class:`raymlp.monitoring.MonitorCore` (all logic lives there)
   binds the same one and ``metrics_url`` stays what a scrape config was given) and a
   ``ray.util.metrics`` mirror (Ray dashboard);
 * **exactly-once logs** — a record whose key was already committed (a client's retry after a
-  timeout) is dropped and counted (``raymlp_duplicate_records_total{table}``, ``duplicates``
-  in the answer): predictions keyed by (request id, shadow or not), labels by request id,
-  over the last ``monitor.dedup_window`` rows of each log (rebuilt from the logs on restart);
+  timeout) is dropped and counted (``raymlp_prediction_log_duplicates_total{kind}``,
+  ``duplicates`` in the answer): predictions keyed by (request id, shadow or not), labels by
+  request id, over the last ``monitor.dedup_window`` rows of each log (rebuilt from the logs on
+  restart); a client's report of records it dropped is counted once per ``drop_id``;
 * **decisions after durability** — canary and alert state moves only once its event is in
   ``events``: when the append fails the evaluation is undone (nothing applied, retried next
   time).
@@ -42,11 +43,13 @@ The contract with the Serve gateway (asynchronous, batched; see
 ``raymlp._private.prediction_logger`` for the client-side :class:`PredictionLogger` that never
 blocks the request path):
 
-* ``log_predictions(credential, records, source="gateway", dropped=0)`` — prediction records
-  (``raymlp.monitoring.records``): all or nothing; a bad record raises ValidationError naming
-  ``records[i].field`` and nothing is written. ``dropped``: records the caller had to drop
-  since its last call (buffer full), exported as ``raymlp_prediction_log_dropped_total``.
-  Re-sending a batch is safe: records already logged come back as ``duplicates``.
+* ``log_predictions(credential, records, source="gateway", dropped=0, drop_id=None)`` —
+  prediction records (``raymlp.monitoring.records``): all or nothing; a bad record raises
+  ValidationError naming ``records[i].field`` and nothing is written. ``dropped``: records the
+  caller had to drop since its last call (buffer full), exported as
+  ``raymlp_prediction_log_dropped_total``; ``drop_id`` names that report, so a re-sent one is
+  counted once (``dropped_reported`` is then 0). Re-sending a batch is safe: records already
+  logged come back as ``duplicates``.
 * ``log_feedback(credential, records)`` — ``{request_id, label, ts, model}``: joined by
   request id (a label naming another model than the request's is ignored; a second label for
   the same request is a duplicate).
@@ -73,7 +76,6 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from prometheus_client import Counter
 
 from actors._base import PlatformActor
 from raymlp._private.credentials import Authenticator, Caller
@@ -113,6 +115,8 @@ _TRAFFIC_TTL_S = 5.0
 _COLLABORATOR_TIMEOUT_S = 2.0
 _DIRECTORY_TTL_S = 30.0
 _DIRECTORY_MISS_TTL_S = 2.0
+#: Ids of dropped-record reports remembered (a client re-sends one only until it is answered).
+_DROP_REPORTS_KEPT = 10_000
 _ROLES = ("viewer", "developer", "approver", "admin")
 _MODEL_LABEL = re.compile(r'[{,]model="([^"]*)"')
 #: Refusals of a traffic change that a retry cannot fix (the registry said no).
@@ -152,12 +156,9 @@ class MonitorActor(PlatformActor):
         # Keys of the rows already committed: a retried batch must not be logged twice.
         self._seen_predictions = RecentKeys(s.dedup_window)
         self._seen_feedback = RecentKeys(s.dedup_window)
-        self._duplicates = Counter(
-            "raymlp_duplicate_records",
-            "Records dropped because the log already holds them (a client's retry)",
-            ["table"],
-            registry=self.metrics.registry,
-        )
+        # Ids of the dropped-record reports already counted (a report re-sent after a timeout).
+        self._seen_drops = RecentKeys(_DROP_REPORTS_KEPT)
+        self._drops_lock = threading.Lock()
         self._metrics_port_recorded: int | None = None
         self._controller: TrafficController | None = None
         self._controller_pending: dict[str, dict[str, Any]] = {}
@@ -214,10 +215,13 @@ class MonitorActor(PlatformActor):
         for e in events:
             if e["kind"] == "metrics_endpoint":
                 self._metrics_port_recorded = int(e["payload"]["port"])
-            if e["kind"] == "dropped" and e["ts"] >= horizon:
-                self.core.note_dropped(
-                    e["payload"]["source"], e["payload"]["count"], e["ts"], live=False
-                )
+            if e["kind"] == "dropped":
+                if e["payload"].get("drop_id"):
+                    self._seen_drops.add([e["payload"]["drop_id"]])
+                if e["ts"] >= horizon:
+                    self.core.note_dropped(
+                        e["payload"]["source"], e["payload"]["count"], e["ts"], live=False
+                    )
         preds = self.pred_log.read(start_ts=horizon)
         # the newest rows (the log is read sorted by ts): what a retry can still re-send
         recent = preds.slice(max(0, preds.num_rows - self._seen_predictions.capacity))
@@ -440,7 +444,7 @@ class MonitorActor(PlatformActor):
 
         fresh, dups = self._seen_predictions.split(items, key)
         if not fresh:
-            self._count_duplicates("prediction_log", dups)
+            self._count_duplicates("prediction", dups)
             return
         by_source: dict[str, list[dict[str, Any]]] = {}
         for rec, source, _ in fresh:
@@ -448,7 +452,7 @@ class MonitorActor(PlatformActor):
         table = pa.concat_tables([predictions_to_table(r, s) for s, r in by_source.items()])
         self.pred_log.append(table)
         self._seen_predictions.add(key(it) for it in fresh)
-        self._count_duplicates("prediction_log", dups)  # once the batch they rode with is in
+        self._count_duplicates("prediction", dups)  # once the batch they rode with is in
         self.metrics.log_commit.labels("prediction_log").observe(time.perf_counter() - t0)
         self.metrics.log_rows.labels("prediction_log").inc(table.num_rows)
         records = [rec for rec, _, _ in fresh]
@@ -473,12 +477,32 @@ class MonitorActor(PlatformActor):
         with self._lock:
             self.core.ingest_feedback(records)
 
-    def _count_duplicates(self, table: str, dups: list[Any]) -> None:
-        """Count ``dups`` in the metric and in each one's caller counter (its last element)."""
+    def _count_duplicates(self, kind: str, dups: list[Any]) -> None:
+        """Count ``dups`` (``kind``: prediction | feedback) in
+        ``raymlp_prediction_log_duplicates_total`` and in each one's caller counter (its last
+        element)."""
         for it in dups:
             it[-1][0] += 1
         if dups:
-            self._duplicates.labels(table).inc(len(dups))
+            self.metrics.log_duplicates.labels(kind).inc(len(dups))
+
+    def _report_dropped(self, source: str, dropped: int, drop_id: str | None) -> int:
+        """Record a client's report of ``dropped`` records (durably, then in the metrics);
+        a report whose ``drop_id`` was recorded before (re-sent after a timeout) is not
+        counted again. Returns the count recorded now."""
+        with self._drops_lock:  # a retry may arrive while the first send is still here
+            if drop_id is not None and drop_id in self._seen_drops:
+                return 0
+            now = time.time()
+            payload: dict[str, Any] = {"source": source, "count": dropped}
+            if drop_id is not None:
+                payload["drop_id"] = drop_id
+            self.events.append([("dropped", now, payload)])
+            if drop_id is not None:
+                self._seen_drops.add([drop_id])
+        with self._lock:
+            self.core.note_dropped(source, dropped, now)
+        return dropped
 
     # -- RPC: ingest -----------------------------------------------------------------------------
 
@@ -488,6 +512,7 @@ class MonitorActor(PlatformActor):
         records: list[dict[str, Any]],
         source: str = "sdk",
         dropped: int = 0,
+        drop_id: str | None = None,
     ) -> dict[str, Any]:
         """Append prediction records (durable on return); see the module docstring. Records of
         model versions the registry does not know (or of another tenant's models, for a caller
@@ -508,13 +533,17 @@ class MonitorActor(PlatformActor):
                 value=dropped,
                 rule=">= 0",
             )
+        if drop_id is not None and (not isinstance(drop_id, str) or not 0 < len(drop_id) <= 64):
+            raise ValidationError(
+                f"drop_id {drop_id!r} is invalid (rule: 1-64 chars)",
+                field="drop_id",
+                value=drop_id,
+                rule="1-64 chars",
+            )
         received = len(recs)
         recs = self.core.admit(self._own_records(p, recs))
         if dropped:
-            now = time.time()
-            self.events.append([("dropped", now, {"source": source, "count": dropped})])
-            with self._lock:
-                self.core.note_dropped(source, dropped, now)
+            dropped = self._report_dropped(source, dropped, drop_id)
         duplicates = [0]  # this call's share of the duplicates of the commit it joins
         if recs:
             self._pred_commit.submit([(r, source, duplicates) for r in recs])
@@ -664,9 +693,8 @@ class MonitorActor(PlatformActor):
         now = time.time()
         logger.warning("traffic change for %s refused: %s (not retried)", model, error)
         msg = getattr(error, "message", None) or str(error)
-        with self._lock:
-            snapshot = self.core.decision_snapshot()
-            run, t = self.core.canary_refused(action, msg, now)
+
+        def persist(run: dict[str, Any] | None, t: dict[str, Any] | None) -> None:
             payload = {
                 "action": {
                     **{k: v for k, v in action.items() if k != "run"},
@@ -679,12 +707,14 @@ class MonitorActor(PlatformActor):
             events: list[tuple[str, float, dict[str, Any]]] = [("canary", now, payload)]
             if t is not None:
                 events.append(("alert", now, t))
+            self.events.append(events)
+
+        with self._lock:
             try:
-                self.events.append(events)
-            except Exception as e:  # noqa: BLE001 - undone: the action stays pending
+                _, t = self.core.canary_refused(action, msg, now, persist=persist)
+            except Exception as e:  # noqa: BLE001 - undone (and not counted): still pending
                 # Not durable, so not decided: the run is left as it was and the refused action
                 # is retried (and refused, and recorded) at the next evaluation.
-                self.core.restore_decisions(snapshot, now)
                 logger.error(
                     "could not persist the refused canary change of %s: %s (will retry)", model, e
                 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,10 +29,12 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from deltalake.transaction import AddAction, Transaction
+from deltalake.fs import DeltaStorageHandler
+from deltalake.transaction import AddAction, Transaction, create_table_with_add_actions
 
 from raymlp.errors import NotFoundError, StorageError
 from raymlp.storage import Storage
@@ -288,6 +291,13 @@ NO_TABLE = -1
 _NO_RETRY = CommitProperties(max_commit_retries=0)
 
 
+def _describe(expect_version: int) -> str:
+    """An expected table version as an error message says it."""
+    if expect_version == NO_TABLE:
+        return "no table yet (an empty log)"
+    return f"version {expect_version}"
+
+
 class AppendOnlyTable:
     """An append-only Delta table at ``uri``: opened lazily, created by its first append.
 
@@ -341,9 +351,11 @@ class AppendOnlyTable:
         With ``expect_version`` the commit is fenced: it is made from a snapshot at exactly that
         version and must become the next one (Delta's optimistic concurrency, no retry), else
         TableAdvancedError and nothing is committed: another writer committed first, even in the
-        moment between our check and our commit. :data:`NO_TABLE` expects that the table does
-        not exist yet (this append creates it). ``refresh`` brings the handle up to date before
-        an unfenced write (implied by ``expect_version``).
+        moment between our check and our commit. The data file the losing commit wrote is
+        removed again (best effort), so lost races leave no orphan files in the table
+        directory. :data:`NO_TABLE` expects that the table does not exist yet (this append
+        creates it). ``refresh`` brings the handle up to date before an unfenced write
+        (implied by ``expect_version``).
         """
         fenced = expect_version is not None
         try:
@@ -353,72 +365,116 @@ class AppendOnlyTable:
                     raise TableAdvancedError(
                         f"{self.label} does not exist, expected it at version {expect_version}"
                     )
-                self._create(data, fenced)
+                if fenced:
+                    self._commit_fenced(None, data)
+                else:
+                    self._create(data)
                 self._dt = dt = DeltaTable(self.uri, storage_options=self.options)
+            elif expect_version is not None:
+                self._fence(dt, expect_version)
+                ours = dt.version() + 1
+                self._commit_fenced(dt, data)
+                dt.load_as_version(ours)  # exactly our commit: never past one we did not read
             else:
-                if expect_version is not None:
-                    self._fence(dt, expect_version)
-                elif refresh:
+                if refresh:
                     dt.update_incremental()
-                self._write(dt, data, fenced)
+                write_deltalake(dt, data, mode="append", partition_by=self.partition_by)
             return dt.version()
         except TableAdvancedError:
             raise
         except Exception as e:  # noqa: BLE001
             raise self._error("append to", e) from e
 
-    def _create(self, data: pa.Table, fenced: bool) -> None:
-        """The first append. Fenced, it must create the table: a concurrent creator's table
-        (found at the start, or its version 0 committed first) is a TableAdvancedError."""
+    def _create(self, data: pa.Table) -> None:
+        """The first append of an unfenced writer (a concurrent creator's table is joined)."""
+        write_deltalake(
+            self.uri,
+            data,
+            mode="append",
+            partition_by=self.partition_by,
+            storage_options=self.options,
+            name=self.create_name,
+        )
+
+    def _filesystem(self) -> pafs.FileSystem:
+        """The table directory as a filesystem (paths relative to the table root)."""
+        if "://" not in self.uri or self.uri.startswith("file://"):
+            os.makedirs(self.uri.removeprefix("file://"), exist_ok=True)
+        return pafs.PyFileSystem(DeltaStorageHandler(self.uri, self.options))
+
+    def _commit_fenced(self, dt: DeltaTable | None, data: pa.Table) -> None:
+        """Write ``data`` as one file of our own and commit it on the snapshot ``dt`` (None:
+        the commit creates the table) with no commit retry: a commit that finds the next
+        version taken fails instead of being rebased on top of the other writer's (the check
+        in :meth:`_fence` alone leaves a window between the check and the commit in which two
+        writers both pass it: a forked history). We write the file ourselves, so a lost
+        commit knows exactly which file is its own to remove."""
+        if self.partition_by:
+            raise ValueError("a fenced append is for unpartitioned tables")
+        fs = self._filesystem()
+        name = f"part-fenced-{uuid.uuid4().hex}.parquet"
+        with fs.open_output_stream(name) as out:
+            pq.write_table(data, out, compression="zstd")
+        add = AddAction(
+            path=name,
+            size=int(fs.get_file_info(name).size),
+            partition_values={},
+            modification_time=int(time.time() * 1000),
+            data_change=True,
+            stats=json.dumps({"numRecords": data.num_rows}),
+        )
         try:
-            write_deltalake(
-                self.uri,
-                data,
-                mode="error" if fenced else "append",
-                partition_by=self.partition_by,
-                storage_options=self.options,
-                name=self.create_name,
-                commit_properties=_NO_RETRY if fenced else None,
-            )
+            if dt is None:
+                create_table_with_add_actions(
+                    self.uri,
+                    Schema.from_arrow(data.schema),
+                    [add],
+                    mode="error",
+                    name=self.create_name,
+                    storage_options=self.options,
+                    commit_properties=_NO_RETRY,
+                )
+            else:
+                dt.create_write_transaction(
+                    [add], "append", data.schema, commit_properties=_NO_RETRY
+                )
         except CommitFailedError as e:
-            if fenced:
+            self._discard_lost(fs, name)
+            if dt is None:
                 raise TableAdvancedError(f"{self.label} was created by another writer") from e
-            raise
+            raise TableAdvancedError(
+                f"{self.label}: another writer committed after version {dt.version()} "
+                "first; nothing written"
+            ) from e
         except DeltaError as e:
-            # mode="error" on a table that appeared since open(): deltalake says so only in
-            # a generic error ("A table already exists at: ...").
-            if fenced and "already exists" in str(e) and self.snapshot() is not None:
+            # Creating a table that appeared since open(): deltalake says so only in a generic
+            # error ("A Delta Lake table already exists at that location").
+            if dt is None and "already exists" in str(e) and self.snapshot() is not None:
+                self._discard_lost(fs, name)
                 raise TableAdvancedError(f"{self.label} was created by another writer") from e
             raise
 
-    def _write(self, dt: DeltaTable, data: pa.Table, fenced: bool) -> None:
-        """Append ``data`` on the snapshot ``dt``. Fenced: no commit retry, so a commit that
-        finds the next version taken fails (CommitFailedError) instead of being rebased on top
-        of the other writer's: the check in :meth:`_fence` alone leaves a window between the
-        check and the commit in which two writers both pass it (a forked history)."""
+    def _discard_lost(self, fs: pafs.FileSystem, name: str) -> None:
+        """Remove the data file ``name`` of a commit that lost its race: no log entry
+        references it. Best effort (a file left behind is only dead weight), and never a file
+        that the log turns out to reference after all."""
         try:
-            write_deltalake(
-                dt,
-                data,
-                mode="append",
-                partition_by=self.partition_by,
-                commit_properties=_NO_RETRY if fenced else None,
-            )
-        except CommitFailedError as e:
-            if fenced:
-                raise TableAdvancedError(
-                    f"{self.label}: another writer committed after version {dt.version()} "
-                    "first; nothing written"
-                ) from e
-            raise
+            current = self.snapshot()
+            if current is not None and any(
+                u.rsplit("/", 1)[-1] == name for u in current.file_uris()
+            ):
+                return
+            fs.delete_file(name)
+        except Exception as e:  # noqa: BLE001 - a leftover file is harmless
+            logger.warning("could not remove %s of a lost commit to %s: %s", name, self.label, e)
 
     def _fence(self, dt: DeltaTable, expect_version: int) -> None:
         # The cheap early check (no data file written when it fails); the commit itself is
-        # fenced again by _write/compact, which closes the race window after this check.
+        # fenced again by _commit_fenced/compact, which closes the race window after this check.
         dt.update_incremental()
         if dt.version() != expect_version:
             raise TableAdvancedError(
-                f"{self.label} at version {dt.version()}, expected {expect_version}"
+                f"{self.label} at version {dt.version()}, expected {_describe(expect_version)}"
             )
 
     def compact(
@@ -463,7 +519,7 @@ class AppendOnlyTable:
             return
         raise TableAdvancedError(
             f"{self.label}: another writer committed during compaction (now at version {v}, "
-            f"expected {expect_version} + our compaction): catch up"
+            f"expected version {expect_version} + our compaction): catch up"
         )
 
     def version(self) -> int | None:

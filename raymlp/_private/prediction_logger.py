@@ -7,7 +7,9 @@ a bounded in-process buffer and returns at once (never blocks the request path, 
 the request path); a background thread ships batches to the monitor. When the buffer is full the
 record is dropped and *counted* (``stats()["dropped"]``, reported to the monitor with the next
 batch as ``raymlp_prediction_log_dropped_total{source}``, and as a ``ray.util.metrics`` counter
-in the caller's process).
+in the caller's process). A drop report keeps its id (``drop_id``) and count until the monitor
+acknowledges it, so one re-sent after a timeout is counted there once; what is dropped
+meanwhile waits for the next report.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -91,6 +94,10 @@ class PredictionLogger:
         self._stopping = False
         self._counts = {"logged": 0, "sent": 0, "dropped": 0, "rejected": 0, "failed_batches": 0}
         self._unreported_dropped = 0
+        # The drop report in flight (or to re-send): (drop_id, count), cleared once answered.
+        self._drop_report: tuple[str, int] | None = None
+        self._drop_reports = 0
+        self._id = uuid.uuid4().hex[:16]
         self.last_error: str | None = None
         self._ray_dropped = self._ray_counter()
         self._thread: threading.Thread | None = None
@@ -169,7 +176,10 @@ class PredictionLogger:
         name = getattr(self._target, "name", "monitor")
         cred = self._credential()
         if kind == "predictions":
-            ref = self._target.remote("log_predictions", cred, records, self.source, dropped)
+            drop_id = self._drop_report[0] if dropped and self._drop_report else None
+            ref = self._target.remote(
+                "log_predictions", cred, records, self.source, dropped, drop_id
+            )
         else:
             ref = self._target.remote("log_feedback", cred, records)
         try:
@@ -180,26 +190,40 @@ class PredictionLogger:
         except ray.exceptions.RayError as e:
             raise UnavailableError(f"monitor call failed: {e}", actor=name) from e
 
+    def _drops_to_report(self) -> int:
+        """The count the next predictions shipment reports: the pending report (a retry
+        re-sends it unchanged, same ``drop_id``), else a new one of what was dropped since."""
+        if self._drop_report is None and self._unreported_dropped:
+            self._drop_reports += 1
+            self._drop_report = (f"{self._id}-{self._drop_reports}", self._unreported_dropped)
+            self._unreported_dropped = 0
+        return self._drop_report[1] if self._drop_report is not None else 0
+
     def _take(self) -> tuple[str, list[dict[str, Any]], int] | None:
         for kind in ("predictions", "feedback"):  # predictions first: labels join onto them
             buf = self._buf[kind]
             if buf:
                 batch = [buf.popleft() for _ in range(min(self.batch_size, len(buf)))]
-                dropped = self._unreported_dropped if kind == "predictions" else 0
-                self._unreported_dropped -= dropped
+                dropped = self._drops_to_report() if kind == "predictions" else 0
                 return kind, batch, dropped
-        if self._unreported_dropped:
-            dropped, self._unreported_dropped = self._unreported_dropped, 0
-            return "predictions", [], dropped
+        if self._drop_report is not None or self._unreported_dropped:
+            return "predictions", [], self._drops_to_report()
         return None
+
+    def _pending(self) -> bool:
+        """Anything left to ship: records, or a drop count not yet acknowledged."""
+        return bool(
+            self._buf["predictions"]
+            or self._buf["feedback"]
+            or self._unreported_dropped
+            or self._drop_report is not None
+        )
 
     def _run(self) -> None:
         backoff = 0.05
         while True:
             with self._cond:
-                if not (
-                    self._buf["predictions"] or self._buf["feedback"] or self._unreported_dropped
-                ):
+                if not self._pending():
                     if self._stopping:
                         return
                     self._cond.wait(self.flush_interval_s)
@@ -224,10 +248,13 @@ class PredictionLogger:
                 self._inflight -= 1
                 if ok:
                     self._counts["sent"] += len(batch)
+                    if dropped:
+                        self._drop_report = None  # acknowledged: counted by the monitor
                     backoff = 0.05
                 else:
+                    # the batch and its drop report (same id) are re-sent: the monitor may
+                    # have counted them already (a timeout), and counts a drop_id only once
                     self._counts["failed_batches"] += 1
-                    self._unreported_dropped += dropped
                     room = (
                         self.capacity - len(self._buf["predictions"]) - len(self._buf["feedback"])
                     )
@@ -256,12 +283,7 @@ class PredictionLogger:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             self._cond.notify_all()
-            while (
-                self._buf["predictions"]
-                or self._buf["feedback"]
-                or self._inflight
-                or self._unreported_dropped
-            ):
+            while self._pending() or self._inflight:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

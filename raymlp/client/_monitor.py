@@ -83,10 +83,19 @@ class MonitorClient:
     # -- ingest --------------------------------------------------------------------------------
 
     def log_predictions(
-        self, records: list[dict[str, Any]], *, source: str = "sdk", dropped: int = 0
+        self,
+        records: list[dict[str, Any]],
+        *,
+        source: str = "sdk",
+        dropped: int = 0,
+        drop_id: str | None = None,
     ) -> dict[str, Any]:
-        """Append prediction records (all or nothing; durable on return)."""
-        return self._actor.call("log_predictions", self._principal, records, source, dropped)
+        """Append prediction records (all or nothing; durable on return). Records whose
+        ``request_id`` is already logged are skipped (``duplicates``), so a retry is safe;
+        ``dropped`` (records lost before sending) is counted once per ``drop_id``."""
+        return self._actor.call(
+            "log_predictions", self._principal, records, source, dropped, drop_id
+        )
 
     def log_feedback(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Append labels ``{"request_id", "label", "ts"?}``; joined to predictions by id."""

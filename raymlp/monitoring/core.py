@@ -51,6 +51,8 @@ CANARY_SEEN_WINDOW_S = 300.0
 TrafficLookup = Callable[[str], Mapping[str, Any] | None]
 #: Makes an evaluation's outcome durable (the monitor appends its events); raising undoes it.
 Persist = Callable[[dict[str, Any]], None]
+#: ``fn(run, alert transition)``: makes a canary refusal durable (raises when it cannot).
+RefusalPersist = Callable[[dict[str, Any] | None, dict[str, Any] | None], None]
 
 
 class MonitorCore:
@@ -332,29 +334,47 @@ class MonitorCore:
         return {"transitions": transitions, "canary": canary}
 
     def canary_refused(
-        self, action: Mapping[str, Any], error: str, now: float
+        self,
+        action: Mapping[str, Any],
+        error: str,
+        now: float,
+        persist: RefusalPersist | None = None,
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """The traffic controller refused a canary decision for good (e.g. the registry's
         ``max_unapproved_canary_weight`` for an unapproved version): an advance is undone
         (the run stays at the weight it has and is ``blocked``: it is not advanced again until
         someone changes the weight, e.g. after an approval) and a ``canary_blocked`` alert
-        fires. Returns (the run as a dict, the alert transition or None)."""
+        fires. Returns (the run as a dict, the alert transition or None).
+
+        With ``persist`` (called with both before anything counts them), like :meth:`evaluate`:
+        if it raises, the run and the alerts are put back as they were, the refusal is not
+        counted in ``raymlp_canary_decisions_total{decision="blocked"}`` and the error
+        propagates; only a refusal that stands is counted."""
         model, version = str(action["model"]), int(action["version"])
-        run = self.canary.block(
-            model, version, action.get("previous_weight"), action["decision"], error, now
-        )
+        snapshot = self.decision_snapshot() if persist is not None else None
+        try:
+            run = self.canary.block(
+                model, version, action.get("previous_weight"), action["decision"], error, now
+            )
+            t = self.engine.fire(
+                "canary_blocked",
+                "warning",
+                {"model": model, "version": str(version)},
+                f"canary {action['decision']} of {model} v{version} to {action['weight']:g}% "
+                f"was refused: {error}",
+                now,
+                value=float(action["weight"]),
+                annotations={"decision": action["decision"], "error": error},
+            )
+            out = (run.to_dict() if run is not None else None), t
+            if persist is not None:
+                persist(*out)
+        except BaseException:
+            if snapshot is not None:
+                self.restore_decisions(snapshot, now)
+            raise
         self.metrics.canary_decisions.labels(model, "blocked").inc()
-        t = self.engine.fire(
-            "canary_blocked",
-            "warning",
-            {"model": model, "version": str(version)},
-            f"canary {action['decision']} of {model} v{version} to {action['weight']:g}% was "
-            f"refused: {error}",
-            now,
-            value=float(action["weight"]),
-            annotations={"decision": action["decision"], "error": error},
-        )
-        return (run.to_dict() if run is not None else None), t
+        return out
 
     def gauge_values(self, now: float) -> dict[str, list[tuple[dict[str, str], float]]]:
         """The gauge snapshot at ``now``: ``{series name: [(labels, value), ...]}``."""

@@ -15,6 +15,7 @@ raymlp_schema_violations_total                  model, feature, kind
 raymlp_feedback_total                           model
 raymlp_prediction_log_rows_total                table
 raymlp_prediction_log_dropped_total             source
+raymlp_prediction_log_duplicates_total          kind (prediction | feedback)
 raymlp_prediction_log_commit_seconds (hist.)    table
 raymlp_canary_decisions_total                   model, decision
 raymlp_unknown_model_records_total              reason (unregistered_model | unknown_tenant)
@@ -225,6 +226,12 @@ class MonitorMetrics:
             "raymlp_prediction_log_dropped",
             "Records clients dropped on a full buffer",
             ["source"],
+            registry=r,
+        )
+        self.log_duplicates = Counter(
+            "raymlp_prediction_log_duplicates",
+            "Records dropped because the log already holds their request id (a client's retry)",
+            ["kind"],
             registry=r,
         )
         self.log_commit = Histogram(

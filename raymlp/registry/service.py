@@ -29,7 +29,7 @@ from typing import Any
 
 from raymlp._private.credentials import Authenticator
 from raymlp.config import PlatformConfig
-from raymlp.errors import ValidationError
+from raymlp.errors import ConflictError, ValidationError
 from raymlp.registry import artifacts
 from raymlp.registry.commands import ModelCommands, Plan, requires_approval
 from raymlp.registry.eventlog import EventLog, LogAdvancedError
@@ -42,9 +42,12 @@ from raymlp.registry.views import RegistryViews
 from raymlp.registry.webhooks import WebhookDispatcher
 from raymlp.storage import Storage
 
-__all__ = ["RegistryService", "COMMANDS", "QUERIES"]
+__all__ = ["RegistryService", "COMMANDS", "QUERIES", "COMMIT_ATTEMPTS"]
 
 logger = logging.getLogger(__name__)
+
+#: Tries of one command whose fenced event-log commit lost to another writer (a split brain).
+COMMIT_ATTEMPTS = 3
 
 #: op name -> (object, method); what ``plan`` dispatches to.
 COMMANDS = {
@@ -174,8 +177,14 @@ class RegistryService:
     def execute(
         self, principal: Any, op: str, kwargs: dict[str, Any], op_id: str | None = None
     ) -> Any:
-        """plan → prepare → commit → apply → finish, synchronously (retries a fenced log)."""
-        for _ in range(3):
+        """plan → prepare → commit → apply → finish, synchronously (retries a fenced log).
+
+        Raises ConflictError (``rule="fenced_log_append"``, nothing written) when another
+        writer committed to the event log first in each of :data:`COMMIT_ATTEMPTS` tries: the
+        command may simply be retried (with the same ``op_id``).
+        """
+        entity, expected = op, None
+        for _ in range(COMMIT_ATTEMPTS):
             try:
                 plan = self.plan(principal, op, kwargs, op_id)
             except Exception:
@@ -185,6 +194,7 @@ class RegistryService:
                 self.finish(plan)
                 return plan.result
             self.prepare(plan)
+            entity, expected = plan.events[0].entity, self.log.version()
             try:
                 self.commit(plan.events)
             except LogAdvancedError:
@@ -195,7 +205,17 @@ class RegistryService:
             if self.log.needs_compaction:
                 self.compact()
             return plan.result
-        raise LogAdvancedError("the event log kept moving under this registry")
+        where = "an empty log" if expected is None else f"version {expected}"
+        raise ConflictError(
+            f"{op} of {entity}: another writer committed to the registry event log first, "
+            f"{COMMIT_ATTEMPTS} times in a row (expected {where}); nothing was written, retry "
+            "(rule: a registry commit is fenced on the event-log version it planned on)",
+            entity=entity,
+            op=op,
+            expected_version=expected,
+            attempts=COMMIT_ATTEMPTS,
+            rule="fenced_log_append",
+        )
 
     def compact(self) -> None:
         try:

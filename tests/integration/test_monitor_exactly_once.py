@@ -105,8 +105,8 @@ def test_resent_batches_are_logged_once_across_a_restart_on_a_stable_endpoint(
     twice = mon.log_feedback(labels[:3] + labels[:1])
     assert (twice["accepted"], twice["duplicates"]) == (0, 4)
     text = httpx.get(url, timeout=10).text
-    assert 'raymlp_duplicate_records_total{table="prediction_log"} 55.0' in text
-    assert 'raymlp_duplicate_records_total{table="feedback"} 4.0' in text
+    assert 'raymlp_prediction_log_duplicates_total{kind="prediction"} 55.0' in text
+    assert 'raymlp_prediction_log_duplicates_total{kind="feedback"} 4.0' in text
 
     _restart_monitor(mon, replayed=55)
     # the recent keys came back from the logs: the same batch is still a duplicate
@@ -126,7 +126,7 @@ def test_resent_batches_are_logged_once_across_a_restart_on_a_stable_endpoint(
     assert mon.metrics_url() == url
     text = httpx.get(url, timeout=10).text
     assert _total(text, "raymlp_predictions_total") == 3  # counted live since the restart
-    assert 'raymlp_duplicate_records_total{table="prediction_log"} 50.0' in text
+    assert 'raymlp_prediction_log_duplicates_total{kind="prediction"} 50.0' in text
     _restart_monitor(mon, replayed=58)  # a second restart binds the same port again
     assert mon.metrics_url() == url
     assert "raymlp_feedback_pending" in httpx.get(url, timeout=10).text

@@ -10,7 +10,6 @@ import pytest
 from deltalake import DeltaTable
 
 from raymlp.errors import ConflictError
-from raymlp.registry.eventlog import LogAdvancedError
 from raymlp.registry.service import RegistryService
 from raymlp.storage import Storage
 
@@ -59,7 +58,8 @@ def test_the_actor_and_a_stale_twin_racing_on_one_root_never_fork(
                         )
                     )
                     break
-                except LogAdvancedError:  # lost three races in a row: try again
+                except ConflictError as e:  # lost three races in a row: try again
+                    assert e.context["rule"] == "fenced_log_append"
                     continue
 
     def guarded(fn):

@@ -9,7 +9,10 @@ exactly that window.
 
 from __future__ import annotations
 
+import json
+import pickle
 import threading
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -17,7 +20,7 @@ from deltalake import DeltaTable
 
 from raymlp._private import delta
 from raymlp.config import PlatformConfig
-from raymlp.errors import ConflictError, StorageError
+from raymlp.errors import ConflictError, StorageError, error_for_code
 from raymlp.registry.eventlog import EventLog, LogAdvancedError
 from raymlp.registry.events import Event
 from raymlp.registry.service import RegistryService
@@ -250,10 +253,10 @@ def test_state_changes_only_after_the_append_is_durable(tmp_path, monkeypatch):
     _register(svc)
     before = (svc.state.last_seq, dict(svc.state.models["churn"].aliases), len(svc.recent))
 
-    def broken_write(dt, data, fenced):
+    def broken_write(dt, data):
         raise OSError("disk full")
 
-    monkeypatch.setattr(svc.log._table, "_write", broken_write)
+    monkeypatch.setattr(svc.log._table, "_commit_fenced", broken_write)
     with pytest.raises(StorageError):
         svc.execute(ALICE, "promote", {"name": "churn", "version": 1, "alias": "canary"}, "op-1")
     after = (svc.state.last_seq, dict(svc.state.models["churn"].aliases), len(svc.recent))
@@ -263,3 +266,110 @@ def test_state_changes_only_after_the_append_is_durable(tmp_path, monkeypatch):
     res = svc.execute(ALICE, "promote", {"name": "churn", "version": 1, "alias": "canary"}, "op-1")
     assert res["version"] == 1 and svc.state.models["churn"].aliases["canary"] == 1
     assert _log_seqs(tmp_path) == list(range(1, svc.state.last_seq + 1))
+
+
+def _race_every_time(monkeypatch, handle: delta.AppendOnlyTable, other_commit) -> list[int]:
+    """Like :func:`_commit_in_the_window`, at every commit of ``handle``: it loses each race."""
+    real = handle._fence
+    fired: list[int] = []
+
+    def fence_then_race(dt, expect_version):
+        real(dt, expect_version)
+        fired.append(expect_version)
+        other_commit()
+
+    monkeypatch.setattr(handle, "_fence", fence_then_race)
+    return fired
+
+
+def test_a_command_losing_every_race_is_a_conflict_that_crosses_the_actor_boundary(
+    tmp_path, monkeypatch
+):
+    a, b = _svc(tmp_path), _svc(tmp_path)
+    assert _register(a) == 1
+    b.apply(b.catch_up_events())
+    fired = _race_every_time(monkeypatch, b.log._table, lambda: _register(a))
+    with pytest.raises(ConflictError) as info:
+        _register(b)
+    err = info.value
+    assert len(fired) == 3
+    assert err.context == {
+        "entity": "model:churn/4",  # what b last planned, on the version it last read
+        "op": "register",
+        "expected_version": fired[-1],
+        "attempts": 3,
+        "rule": "fenced_log_append",
+    }
+    assert "expected version" in err.message and "-1" not in err.message
+    # the error an SDK caller gets from the actor: pickled whole, answered as 409 conflict
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is ConflictError and back.context == err.context
+    assert back.http_status == 409 and back.to_dict()["error"]["code"] == "conflict"
+    assert error_for_code("conflict") is ConflictError
+    assert _log_seqs(tmp_path) == list(range(1, 6))  # a's commits only, none of b's
+
+
+def _unreferenced_parquet(uri: str) -> set[str]:
+    """Parquet files in the table directory that no ``_delta_log`` entry adds."""
+    log = Path(uri) / "_delta_log"
+    referenced = set()
+    for entry in log.glob("*.json"):
+        for line in entry.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                referenced.add(action["add"]["path"])
+    on_disk = {p.relative_to(uri).as_posix() for p in Path(uri).rglob("*.parquet")}
+    return on_disk - referenced
+
+
+def test_a_lost_race_leaves_no_orphan_data_file(tmp_path, monkeypatch):
+    uri = Storage(str(tmp_path)).uri("ev")
+    a, b = _table(uri), _table(uri)
+    a.append(_rows(1, "a"), expect_version=delta.NO_TABLE)
+    b.open()
+    _commit_in_the_window(monkeypatch, b, lambda: a.append(_rows(2, "a"), expect_version=0))
+    with pytest.raises(delta.TableAdvancedError):
+        b.append(_rows(2, "b"), expect_version=0)
+    assert _unreferenced_parquet(uri) == set()
+    assert len(list(Path(uri).glob("*.parquet"))) == 2  # a's two commits kept
+    assert _raw(uri) == [(1, "a"), (2, "a")]
+
+
+def test_a_lost_create_race_leaves_no_orphan_data_file(tmp_path, monkeypatch):
+    uri = Storage(str(tmp_path)).uri("ev")
+    a, b = _table(uri), _table(uri)
+    real = delta.create_table_with_add_actions
+
+    def a_creates_first(*args, **kwargs):
+        monkeypatch.setattr(delta, "create_table_with_add_actions", real)
+        a.append(_rows(1, "a"), expect_version=delta.NO_TABLE)
+        return real(*args, **kwargs)
+
+    assert b.open() is None  # b sees no table yet
+    monkeypatch.setattr(delta, "create_table_with_add_actions", a_creates_first)
+    with pytest.raises(delta.TableAdvancedError, match="created by another writer"):
+        b.append(_rows(1, "b"), expect_version=delta.NO_TABLE)
+    assert _unreferenced_parquet(uri) == set()
+    assert _raw(uri) == [(1, "a")]
+
+
+def test_the_cleanup_never_removes_a_file_the_log_references(tmp_path):
+    uri = Storage(str(tmp_path)).uri("ev")
+    t = _table(uri)
+    t.append(_rows(1, "a"), expect_version=delta.NO_TABLE)
+    (name,) = [p.name for p in Path(uri).glob("*.parquet")]
+    t._discard_lost(t._filesystem(), name)  # "lost", yet committed (an ambiguous failure)
+    assert (Path(uri) / name).exists()
+    assert _raw(uri) == [(1, "a")]
+
+
+def test_a_fence_on_an_empty_log_reads_naturally(tmp_path):
+    uri = Storage(str(tmp_path)).uri("ev")
+    a, b = _table(uri), _table(uri)
+    a.append(_rows(1, "a"), expect_version=delta.NO_TABLE)
+    b._dt = DeltaTable(uri)  # a handle, while b's caller still believes the log empty
+    with pytest.raises(delta.TableAdvancedError) as info:
+        b.append(_rows(1, "b"), expect_version=delta.NO_TABLE)
+    assert str(info.value) == "the log at version 0, expected no table yet (an empty log)"
+    with pytest.raises(delta.TableAdvancedError, match=r"at version 0, expected version 3$"):
+        b.append(_rows(1, "b"), expect_version=3)

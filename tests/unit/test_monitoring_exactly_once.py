@@ -156,3 +156,69 @@ def test_the_metrics_port_is_picked_once_recorded_and_reused(caplog):
     assert f"metrics port {port} is taken" in caplog.text
     fixed = _monitor_stub(recorded=port, port=new)  # a configured port wins, never recorded
     assert _serve(fixed) == new and fixed.events.appended == []
+
+
+def _duplicates(metrics: MonitorMetrics) -> dict[str, float]:
+    text = metrics.exposition().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("raymlp_prediction_log_duplicates_total{"):
+            out[line.split('kind="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_duplicates_are_a_monitor_metric_by_kind():
+    from actors.monitor import MonitorActor
+
+    stub = SimpleNamespace(metrics=MonitorMetrics())
+    caller_a, caller_b = [0], [0]
+    dups = [({"request_id": "r1"}, "gateway", caller_a)] * 2 + [
+        ({"request_id": "r2"}, "gateway", caller_b)
+    ]
+    MonitorActor._count_duplicates(stub, "prediction", dups)  # type: ignore[arg-type]
+    MonitorActor._count_duplicates(stub, "feedback", [({"request_id": "r1"}, caller_a)])  # type: ignore[arg-type]
+    MonitorActor._count_duplicates(stub, "feedback", [])  # type: ignore[arg-type]
+    assert _duplicates(stub.metrics) == {"prediction": 3.0, "feedback": 1.0}
+    assert (caller_a, caller_b) == ([3], [1])  # each caller's answer counts its own
+
+
+def _drops_stub(append) -> SimpleNamespace:
+    import threading
+
+    counted: list[tuple[str, int]] = []
+    return SimpleNamespace(
+        _drops_lock=threading.Lock(),
+        _lock=threading.RLock(),
+        _seen_drops=RecentKeys(10),
+        events=SimpleNamespace(append=append),
+        core=SimpleNamespace(note_dropped=lambda src, n, now: counted.append((src, n))),
+        counted=counted,
+    )
+
+
+def test_a_drop_report_is_counted_once_per_drop_id():
+    from actors.monitor import MonitorActor
+
+    appended: list[dict] = []
+    stub = _drops_stub(lambda evs: appended.extend(p for _, _, p in evs))
+    report = MonitorActor._report_dropped
+    assert report(stub, "gateway", 7, "g1-1") == 7  # type: ignore[arg-type]
+    assert report(stub, "gateway", 7, "g1-1") == 0  # type: ignore[arg-type]  # re-sent
+    assert report(stub, "gateway", 2, "g1-2") == 2  # type: ignore[arg-type]
+    assert report(stub, "sdk", 1, None) == 1  # type: ignore[arg-type]  # no id: as before
+    assert stub.counted == [("gateway", 7), ("gateway", 2), ("sdk", 1)]
+    assert appended == [
+        {"source": "gateway", "count": 7, "drop_id": "g1-1"},
+        {"source": "gateway", "count": 2, "drop_id": "g1-2"},
+        {"source": "sdk", "count": 1},
+    ]
+
+    def unwritable(events):
+        raise OSError("events table unwritable")
+
+    broken = _drops_stub(unwritable)
+    with pytest.raises(OSError):
+        report(broken, "gateway", 3, "g2-1")  # type: ignore[arg-type]
+    assert broken.counted == [] and "g2-1" not in broken._seen_drops  # the retry will count
+    broken.events = SimpleNamespace(append=lambda evs: None)
+    assert report(broken, "gateway", 3, "g2-1") == 3  # type: ignore[arg-type]

@@ -179,3 +179,56 @@ def test_label_budget_never_exceeds_its_limit(limit):
     budget = LabelBudget(limit=limit)
     out = {budget("s", f"v{i}") for i in range(100)}
     assert len(out) == limit + 1
+
+
+def _blocked_count(core: MonitorCore) -> float:
+    for fam in core.metrics.canary_decisions.collect():
+        for s in fam.samples:
+            if s.name.endswith("_total") and s.labels["decision"] == "blocked":
+                return s.value
+    return 0.0
+
+
+def test_a_canary_refusal_that_is_undone_is_not_counted():
+    import threading
+    from types import SimpleNamespace
+
+    from actors.monitor import MonitorActor
+
+    traffic = {"canary_version": 2, "canary_weight": 5.0}
+    core = MonitorCore(
+        MonitorSettings(monitoring=_cfg()),
+        profile_for=lambda m, v: PROFILE,
+        traffic_lookup=lambda m: traffic,
+    )
+    core.ingest_predictions(_records(300, version=1, seed=31, t0=NOW - 200, span=90))
+    core.ingest_predictions(_records(60, version=2, route="canary", seed=32, t0=NOW - 200, span=90))
+    (advance,) = [a for a in core.evaluate(NOW - 100)["canary"] if a["decision"] == "advance"]
+    appended: list[str] = []
+    notified: list[str] = []
+    rules = sorted(a["rule"] for a in core.alerts())
+
+    def unwritable(events):
+        raise OSError("events table unwritable")
+
+    monitor = SimpleNamespace(  # what MonitorActor._refused reads (no Ray, no storage)
+        core=core,
+        _lock=threading.RLock(),
+        events=SimpleNamespace(append=unwritable),
+        _controller_pending={"churn": advance},
+        notifier=SimpleNamespace(notify=lambda t: notified.append(t["rule"])),
+    )
+    refusal = PermissionError("v2 is not approved (max 10%)")
+    MonitorActor._refused(monitor, "churn", advance, refusal)  # type: ignore[arg-type]
+    # not durable, so undone: not blocked, no alert, not counted, still pending
+    assert core.canary.runs["churn"].blocked is None
+    assert sorted(a["rule"] for a in core.alerts()) == rules  # no canary_blocked
+    assert _blocked_count(core) == 0.0 and monitor._controller_pending == {"churn": advance}
+    assert notified == []
+
+    monitor.events = SimpleNamespace(append=lambda evs: appended.extend(k for k, _, _ in evs))
+    MonitorActor._refused(monitor, "churn", advance, refusal)  # type: ignore[arg-type]
+    assert appended == ["canary", "alert"] and notified == ["canary_blocked"]
+    assert core.canary.runs["churn"].blocked and _blocked_count(core) == 1.0
+    assert "canary_blocked" in [a["rule"] for a in core.alerts("firing")]
+    assert monitor._controller_pending == {}

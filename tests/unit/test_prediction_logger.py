@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 
 from raymlp.client._monitor import PredictionLogger, parse_time
 from raymlp.errors import UnavailableError, ValidationError
+from raymlp.monitoring.logtable import RecentKeys
 
 
 def rec(i: int) -> dict:
@@ -105,3 +107,63 @@ def test_parse_time_forms():
     assert parse_time("1970-01-01T00:01:00Z", now) == 60.0
     with pytest.raises(ValidationError, match="duration"):
         parse_time("last tuesday", now)
+
+
+class _TimedOutMonitor:
+    """The monitor actor's drop bookkeeping (the real ``MonitorActor._report_dropped`` on a
+    stub, no Ray) behind a link whose first answers are lost: the monitor did the work, the
+    logger saw a timeout and re-sends."""
+
+    def __init__(self, lost_answers: int) -> None:
+        from actors.monitor import MonitorActor
+
+        self.lost_answers = lost_answers
+        self.calls: list[tuple[int, str | None]] = []
+        self.counted: list[int] = []
+        self.appended: list[dict] = []
+        self.stub = SimpleNamespace(
+            _drops_lock=threading.Lock(),
+            _lock=threading.RLock(),
+            _seen_drops=RecentKeys(100),
+            events=SimpleNamespace(append=lambda evs: self.appended.extend(p for _, _, p in evs)),
+            core=SimpleNamespace(note_dropped=lambda src, n, now: self.counted.append(n)),
+        )
+        self.report = MonitorActor._report_dropped
+
+    def remote(self, method, cred, records, source, dropped=0, drop_id=None):
+        return (method, records, source, dropped, drop_id)
+
+    def call(self, ref, timeout=None, actor=None):
+        method, records, source, dropped, drop_id = ref
+        assert method == "log_predictions"
+        self.calls.append((dropped, drop_id))
+        if dropped:
+            self.report(self.stub, source, dropped, drop_id)
+        if self.lost_answers:
+            self.lost_answers -= 1
+            raise UnavailableError("monitor call timed out", actor="monitor")
+
+
+def test_a_drop_report_resent_after_a_timeout_is_counted_once(monkeypatch):
+    from raymlp._private import prediction_logger
+
+    monitor = _TimedOutMonitor(lost_answers=2)
+    monkeypatch.setattr(prediction_logger, "call", monitor.call)
+    log = PredictionLogger(monitor, capacity=3, batch_size=10, flush_interval_s=0.01, start=False)
+    accepted = [log.log(rec(i)) for i in range(5)]
+    assert accepted == [True] * 3 + [False] * 2  # two dropped on the full buffer
+    log.start()
+    assert log.flush(10)
+    # the report was sent three times (two answers lost), always as the same report...
+    assert len(monitor.calls) == 3 and len({c for c in monitor.calls}) == 1
+    assert monitor.calls[0][0] == 2 and monitor.calls[0][1] is not None
+    # ...and counted once
+    assert monitor.counted == [2] and len(monitor.appended) == 1
+    assert monitor.appended[0]["drop_id"] == monitor.calls[0][1]
+    # what is dropped later is a new report, with a new id
+    log.close()
+    assert log.log(rec(9)) is False  # closed: dropped and counted
+    log.start()
+    assert log.flush(10)
+    assert monitor.counted == [2, 1] and monitor.calls[-1][1] != monitor.calls[0][1]
+    log.close()
