@@ -172,6 +172,7 @@ class ChaosApp:
 
         from raymlp._private import cluster as cluster_lib
 
+        self.p.registry.close()  # its watcher thread, before the cluster goes
         serve.shutdown()
         cluster_lib.remove_platform(self.cfg.ray.namespace, self.cfg)
 

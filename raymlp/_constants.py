@@ -91,3 +91,9 @@ def driver_read_max_bytes() -> int:
     list/read tasks on fresh worker processes), which dominates a small table; 0 turns the
     driver read off."""
     return int(float(os.environ.get("RAYMLP_DRIVER_READ_MAX_MB", "256")) * 1024 * 1024)
+
+
+def spool_dir() -> str | None:
+    """``RAYMLP_SPOOL_DIR``: where gateways spool prediction-log records not yet shipped
+    (node-local; default ``<tmp>/raymlp-spool``, one subdirectory per platform)."""
+    return os.environ.get("RAYMLP_SPOOL_DIR") or None

@@ -10,6 +10,12 @@ batch as ``raymlp_prediction_log_dropped_total{source}``, and as a ``ray.util.me
 in the caller's process). A drop report keeps its id (``drop_id``) and count until the monitor
 acknowledges it, so one re-sent after a timeout is counted there once; what is dropped
 meanwhile waits for the next report.
+
+With ``spool`` (a :class:`~raymlp._private.log_spool.LogSpool`; the gateway's default), every
+queued record is also written to a node-local spool before ``log`` returns, and deleted from it
+once shipped: when the process is killed, another logger on the node (a surviving or the
+replacement replica) claims and ships what it had not (the monitor de-duplicates by request
+id), so an answered request's record is not lost with its replica.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raymlp._private.credentials import Caller
+from raymlp._private.log_spool import LogSpool
 from raymlp._private.rpc import call
 from raymlp.errors import RayMLPError, UnavailableError, ValidationError
 from raymlp.monitoring.records import normalize_feedback, normalize_prediction
@@ -53,6 +60,8 @@ class PredictionLogger:
         send: ``fn(kind, records, dropped)`` instead of calling the actor (tests, adapters);
             ``kind`` is ``predictions`` or ``feedback``.
         call_timeout_s: how long one shipment may take before it is retried.
+        spool: a node-local write-ahead spool (see the module docstring); None: memory only.
+        spool_scan_s: how often the spool is searched for what dead loggers left.
     """
 
     def __init__(
@@ -67,6 +76,8 @@ class PredictionLogger:
         send: Sender | None = None,
         call_timeout_s: float = 30.0,
         start: bool = True,
+        spool: LogSpool | None = None,
+        spool_scan_s: float = 2.0,
     ) -> None:
         if capacity < 1 or batch_size < 1 or flush_interval_s <= 0:
             raise ValidationError(
@@ -88,11 +99,27 @@ class PredictionLogger:
             else dict  # no credential: the monitor treats it as auth-off local admin or refuses
         )
         self._send = send or self._send_to_actor
-        self._buf: dict[str, deque[dict[str, Any]]] = {"predictions": deque(), "feedback": deque()}
+        # (seq, record): seq orders records across both kinds, for the spool's watermark
+        self._buf: dict[str, deque[tuple[int, dict[str, Any]]]] = {
+            "predictions": deque(),
+            "feedback": deque(),
+        }
         self._cond = threading.Condition()
+        self._seq = 0
+        self._spool = spool
+        self.spool_scan_s = spool_scan_s
+        self._next_scan = 0.0
         self._inflight = 0
+        self._inflight_first: int | None = None
         self._stopping = False
-        self._counts = {"logged": 0, "sent": 0, "dropped": 0, "rejected": 0, "failed_batches": 0}
+        self._counts = {
+            "logged": 0,
+            "sent": 0,
+            "dropped": 0,
+            "rejected": 0,
+            "failed_batches": 0,
+            "recovered": 0,
+        }
         self._unreported_dropped = 0
         # The drop report in flight (or to re-send): (drop_id, count), cleared once answered.
         self._drop_report: tuple[str, int] | None = None
@@ -124,17 +151,63 @@ class PredictionLogger:
 
     def _put(self, kind: str, rec: dict[str, Any]) -> bool:
         with self._cond:
-            if self._stopping:
-                self._drop(1)
-                return False
-            if len(self._buf["predictions"]) + len(self._buf["feedback"]) >= self.capacity:
-                self._drop(1)
-                return False
-            self._buf[kind].append(rec)
-            self._counts["logged"] += 1
-            if len(self._buf[kind]) >= self.batch_size:
-                self._cond.notify()
+            return self._put_locked(kind, rec)
+
+    def _put_locked(self, kind: str, rec: dict[str, Any]) -> bool:
+        """Queue one record; the caller holds ``self._cond``."""
+        if self._stopping:
+            self._drop(1)
+            return False
+        if len(self._buf["predictions"]) + len(self._buf["feedback"]) >= self.capacity:
+            self._drop(1)
+            return False
+        self._seq += 1
+        if self._spool is not None:
+            try:
+                self._spool.append(self._seq, kind, rec)
+            except OSError as e:  # a full or gone disk: keep serving, memory only
+                logger.error("prediction-log spool disabled: %s", e)
+                self._stop_spool(keep=True)
+        self._buf[kind].append((self._seq, rec))
+        self._counts["logged"] += 1
+        if len(self._buf[kind]) >= self.batch_size:
+            self._cond.notify()
         return True
+
+    def _stop_spool(self, *, keep: bool) -> None:
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            try:
+                spool.close(keep=keep)
+            except OSError:
+                logger.exception("prediction-log spool did not close cleanly")
+
+    def _watermark(self) -> int:
+        """The highest seq below which every record was shipped or counted as dropped."""
+        firsts = [b[0][0] for b in self._buf.values() if b]
+        if self._inflight_first is not None:
+            firsts.append(self._inflight_first)
+        return min(firsts) - 1 if firsts else self._seq
+
+    def _release_spool(self) -> None:
+        if self._spool is not None:
+            try:
+                self._spool.release(self._watermark())
+            except OSError as e:
+                logger.error("prediction-log spool disabled: %s", e)
+                self._stop_spool(keep=True)
+
+    def _claim_orphans(self) -> None:
+        """Queue what dead loggers on this node left in the spool (flusher thread)."""
+        if self._spool is None:
+            return
+        with self._cond:
+            try:
+                for kind, rec in self._spool.claim_orphans():
+                    if self._put_locked(kind, rec):
+                        self._counts["recovered"] += 1
+            except OSError as e:
+                logger.warning("prediction-log spool: could not claim orphans: %s", e)
 
     def _drop(self, n: int) -> None:
         self._counts["dropped"] += n
@@ -199,12 +272,13 @@ class PredictionLogger:
             self._unreported_dropped = 0
         return self._drop_report[1] if self._drop_report is not None else 0
 
-    def _take(self) -> tuple[str, list[dict[str, Any]], int] | None:
+    def _take(self) -> tuple[str, list[tuple[int, dict[str, Any]]], int] | None:
         for kind in ("predictions", "feedback"):  # predictions first: labels join onto them
             buf = self._buf[kind]
             if buf:
                 batch = [buf.popleft() for _ in range(min(self.batch_size, len(buf)))]
                 dropped = self._drops_to_report() if kind == "predictions" else 0
+                self._inflight_first = batch[0][0]
                 return kind, batch, dropped
         if self._drop_report is not None or self._unreported_dropped:
             return "predictions", [], self._drops_to_report()
@@ -222,16 +296,20 @@ class PredictionLogger:
     def _run(self) -> None:
         backoff = 0.05
         while True:
+            if self._spool is not None and time.monotonic() >= self._next_scan:
+                self._next_scan = time.monotonic() + self.spool_scan_s
+                self._claim_orphans()
             with self._cond:
                 if not self._pending():
                     if self._stopping:
                         return
-                    self._cond.wait(self.flush_interval_s)
+                    self._cond.wait(self._wait_s())
                 item = self._take()
                 if item is None:
                     continue
                 self._inflight += 1
-            kind, batch, dropped = item
+            kind, seqd, dropped = item
+            batch = [rec for _, rec in seqd]
             try:
                 self._send(kind, batch, dropped)
                 ok = True
@@ -246,6 +324,7 @@ class PredictionLogger:
                 self.last_error = str(e)
             with self._cond:
                 self._inflight -= 1
+                self._inflight_first = None
                 if ok:
                     self._counts["sent"] += len(batch)
                     if dropped:
@@ -258,16 +337,22 @@ class PredictionLogger:
                     room = (
                         self.capacity - len(self._buf["predictions"]) - len(self._buf["feedback"])
                     )
-                    keep = batch[: max(room, 0)]
+                    keep = seqd[: max(room, 0)]
                     self._buf[kind].extendleft(reversed(keep))
-                    if len(keep) < len(batch):
-                        self._drop(len(batch) - len(keep))
+                    if len(keep) < len(seqd):
+                        self._drop(len(seqd) - len(keep))
+                self._release_spool()
                 self._cond.notify_all()
                 if not ok:
                     if self._stopping:
                         return
                     self._cond.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
+
+    def _wait_s(self) -> float:
+        if self._spool is None:
+            return self.flush_interval_s
+        return max(0.01, min(self.flush_interval_s, self._next_scan - time.monotonic()))
 
     def start(self) -> PredictionLogger:
         if self._thread is None or not self._thread.is_alive():
@@ -298,6 +383,9 @@ class PredictionLogger:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=max(timeout_s, 0.1))
+        with self._cond:
+            # not all shipped: leave the rest in the spool for another logger to claim
+            self._stop_spool(keep=not ok or self._pending())
         return ok
 
     def stats(self) -> dict[str, Any]:
@@ -306,5 +394,6 @@ class PredictionLogger:
             return {
                 **self._counts,
                 "queued": len(self._buf["predictions"]) + len(self._buf["feedback"]),
+                "spooled": self._spool is not None,
                 "last_error": self.last_error,
             }

@@ -156,6 +156,11 @@ class RegistryWatcher:
         if self._listener is not None and self._kinds is not None:
             kinds = sorted(set(self._kinds) | set(ALIAS_KINDS))
         while not self._stop.is_set():
+            if not ray.is_initialized():
+                # The driver shut Ray down: stop. A call now would auto-init Ray from this
+                # thread and join a cluster being torn down, whose death then kills the driver.
+                logger.debug("registry watcher: Ray is not initialised; stopping")
+                return
             client = self._client_ref()
             if client is None:
                 return  # nobody can read this copy any more

@@ -505,6 +505,22 @@ class ServePredictionLog(StrictModel):
         10_000, ge=1, description="Records buffered before new ones are counted as dropped."
     )
     flush_interval_s: float = Field(1.0, gt=0, description="Longest time a record waits.")
+    spool: bool = Field(
+        True,
+        description=(
+            "Also write each record to a node-local spool until it is shipped, so the records "
+            "of a killed gateway replica are shipped by another one on the node (the monitor "
+            "de-duplicates by request id). False: memory only (a kill loses up to "
+            "flush_interval_s of records)."
+        ),
+    )
+    spool_dir: str | None = Field(
+        None,
+        description=(
+            "Spool directory (node-local). Default: $RAYMLP_SPOOL_DIR, else "
+            "<tmp>/raymlp-spool; one subdirectory per platform (storage root + namespace)."
+        ),
+    )
 
 
 class ServeAppConfig(StrictModel):

@@ -6,11 +6,16 @@ authenticated with platform-signed tokens), and the few platform services the re
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import time
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
+from raymlp import _constants as constants
 from raymlp._private.credentials import Caller
+from raymlp._private.log_spool import LogSpool
 from raymlp._private.online_lookup import OnlineLookup
 from raymlp._private.prediction_logger import PredictionLogger
 from raymlp._private.principals import service_principal
@@ -30,18 +35,36 @@ class ReplicaMonitor:
     """The monitor as the gateway uses it: a prediction logger shipping to the actor, each
     shipment authenticated as the application's service ``caller``."""
 
-    def __init__(self, actor: ActorClient, caller: Caller) -> None:
+    def __init__(self, actor: ActorClient, caller: Caller, config: PlatformConfig) -> None:
         self._actor = actor
         self._caller = caller
+        self._config = config
 
-    def logger(self, *, capacity: int, flush_interval_s: float) -> PredictionLogger:
-        """A started :class:`PredictionLogger` (source ``gateway``) shipping to the monitor."""
+    def spool_dir(self, base: str | None = None) -> Path:
+        """This platform's spool directory under ``base`` (default ``$RAYMLP_SPOOL_DIR``,
+        else ``<tmp>/raymlp-spool``): one per storage root and namespace, so two platforms on
+        one node never ship each other's records."""
+        root = base or constants.spool_dir() or str(Path(tempfile.gettempdir()) / "raymlp-spool")
+        key = f"{self._config.storage.root}|{self._config.ray.namespace}"
+        return Path(root) / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def logger(
+        self,
+        *,
+        capacity: int,
+        flush_interval_s: float,
+        spool: bool = False,
+        spool_dir: str | None = None,
+    ) -> PredictionLogger:
+        """A started :class:`PredictionLogger` (source ``gateway``) shipping to the monitor;
+        ``spool``: with a node-local write-ahead spool (:mod:`raymlp._private.log_spool`)."""
         return PredictionLogger(
             self._actor,
             credential=self._caller,
             source="gateway",
             capacity=capacity,
             flush_interval_s=flush_interval_s,
+            spool=LogSpool(self.spool_dir(spool_dir)) if spool else None,
         )
 
 
@@ -69,7 +92,7 @@ class ReplicaServices:
 
     @cached_property
     def monitor(self) -> ReplicaMonitor:
-        return ReplicaMonitor(self.actor("monitor"), self.caller)
+        return ReplicaMonitor(self.actor("monitor"), self.caller, self.config)
 
 
 def service_platform(

@@ -4,7 +4,11 @@ Each model step has its own timeout and its own circuit breaker: a step whose br
 skipped at once (no waiting on a sick version), a step that times out or fails counts against
 its breaker and hands over to the next. Client errors (a feature of the wrong type, an unknown
 entity, load shedding) are the caller's answer, not a sick model: they stop the chain and do not
-count against the breaker. ``route`` of the answer says who answered::
+count against the breaker. Only the first step that could be asked speaks for the caller,
+though: once a step has failed, a later step that cannot take the request as it is (a fallback
+model with another signature, or without the primary's feature references for an entity
+request) is skipped as ``(route, code)`` — the chain degrades to the rule or default answer
+instead of refusing a request the primary never refused. ``route`` of the answer says who answered::
 
     steps = [Step("primary", "churn:3", call_primary, 1.0, "3"),
              Step("fallback", "churn-fallback:1", call_fallback, 0.5, "churn-fallback:1")]
@@ -36,6 +40,7 @@ from raymlp.serving.rules import match_rule
 __all__ = ["Step", "Answer", "run_chain", "CLIENT_ERRORS"]
 
 #: Errors that are the caller's answer: they end the chain and never trip a breaker.
+#: (From a step after one that failed, the input errors among them only skip that step.)
 CLIENT_ERRORS = (
     ValidationError,
     NotFoundError,
@@ -44,6 +49,9 @@ CLIENT_ERRORS = (
     PermissionDeniedError,
     OverloadedError,
 )
+
+#: Client errors that only say "this step cannot take this input" (see the module docstring).
+_INPUT_ERRORS = (ValidationError, NotFoundError, BadRequestError)
 
 
 @dataclass
@@ -105,6 +113,11 @@ async def run_chain(
             if isinstance(err, CLIENT_ERRORS):
                 if not isinstance(err, OverloadedError):
                     breaker.record(True)  # the server answered: it is healthy
+                if failures and isinstance(err, _INPUT_ERRORS):
+                    # a backup step that cannot take this request: the primary never
+                    # refused it, so degrade further instead of refusing the caller
+                    failures.append((step.route, err.code))
+                    continue
                 raise err from None
             breaker.record(False)
             failures.append((step.route, err.code))

@@ -851,3 +851,8 @@ class Gateway:
         sensitive = getattr(self, "sensitive", None)
         if sensitive is not None:
             sensitive.close()
+        log = getattr(self, "log", None)
+        if log is not None:
+            # a graceful stop ships what is queued; what the monitor does not take in time
+            # stays in the spool for another gateway on the node
+            log.close(timeout_s=2.0)

@@ -33,6 +33,8 @@ def _monitor_logger(services: Any, settings: ServePredictionLog) -> Any:
         return services.monitor.logger(
             capacity=settings.max_buffer,
             flush_interval_s=settings.flush_interval_s,
+            spool=settings.spool,
+            spool_dir=settings.spool_dir,
         )
     except Exception:  # noqa: BLE001 - no monitor must never mean no serving
         logger.exception("the monitor's prediction logger could not start; logging locally")
@@ -101,9 +103,10 @@ class PredictionLog:
                 pass
         return out
 
-    def close(self) -> None:
-        if self._sink is not None:
+    def close(self, timeout_s: float = 10.0) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
             try:
-                self._sink.close()
+                sink.close(timeout_s)
             except Exception:  # noqa: BLE001
                 logger.exception("prediction logger did not close cleanly")

@@ -103,6 +103,25 @@ def test_client_errors_end_the_chain_and_do_not_trip_the_breaker():
     assert board.get("m:1").state != OPEN
 
 
+def test_a_backup_step_that_cannot_take_the_input_degrades_instead_of_refusing():
+    """The primary is down; the fallback model has no feature references for this entity
+    request (a 422 of its own): the caller gets the default answer, not a refusal."""
+    no_refs = ValidationError("model 'fb' version 1 records no feature references",
+                              field="entity", rule="features known")
+    board = BreakerBoard(ServeBreakerSettings(consecutive_failures=1))
+    ans, _ = run(steps(boom(UnavailableError("feature store down")), boom(no_refs)),
+                 features={}, board=board)
+    assert ans.route == "default"
+    assert ans.failures == [("primary", "unavailable"), ("fallback", "validation_error")]
+    assert board.get("fb:1").state != OPEN  # the fallback answered: not sick
+    # a rule still gets its turn after a skipped backup step
+    ans, _ = run(steps(boom(UnavailableError("down")), boom(no_refs)), features={"age": 20})
+    assert (ans.route, ans.prediction) == ("rule", "yes")
+    # load shedding by a backup step stays the caller's answer
+    with pytest.raises(OverloadedError):
+        run(steps(boom(UnavailableError("down")), boom(OverloadedError("full"))))
+
+
 def test_remote_wrapped_errors_are_unwrapped():
     class Wrapped(Exception):
         def __init__(self, cause):
