@@ -1,7 +1,11 @@
 """Serving benchmark: our ``/v1/predictions`` against a bare Ray Serve no-op, batching gains,
 and the response cache — in one run, on loopback, with a real async HTTP load generator.
 
-    python -m bench.serving [--quick]
+    python -m bench.serving [--quick] [--ingress both|haproxy|proxy]
+
+Each part runs behind Serve's HAProxy ingress and again behind its Python proxy (a fresh cluster
+each: the ingress is fixed when a cluster starts), ours and the anchor in the same mode; the
+headline figures are the HAProxy run's (the default ingress), ``by_ingress`` holds both.
 
 1. **Overhead** (anchor: a bare Serve FastAPI deployment that returns a constant, with
    ``max_ongoing_requests=64``): p50/p99 and requests/s at 1 and 32 concurrent clients, against
@@ -180,9 +184,19 @@ def main() -> None:
         default=8.0,
         help="single-row forward time the heavy model must reach (>= 3)",
     )
+    ap.add_argument(
+        "--ingress", choices=("both", "haproxy", "proxy"), default="both",
+        help="Serve's HTTP ingress: each measured in a fresh cluster (default: both, in turn)",
+    )
     args = ap.parse_args()
+    if args.ingress == "both":
+        return _both_ingresses()
     secs = 3.0 if args.quick else 8.0
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from raymlp._private.serve_ingress import apply_env, cluster_env
+
+    # before Ray starts: its processes read Serve's ingress from the environment
+    apply_env(cluster_env(args.ingress, free_port=_free_port))
     import ray
     from fastapi import FastAPI
     from ray import serve
@@ -259,6 +273,7 @@ def main() -> None:
 
     out: dict[str, Any] = {
         "bench": "serving",
+        "ingress": args.ingress,
         "unit": "req/s",
         "seconds_per_point": secs,
         "heavy_single_row_ms": heavy_ms,
@@ -338,6 +353,52 @@ def main() -> None:
     serve.shutdown()
     ray.shutdown()
     emit(out)
+
+
+#: figures compared across the two ingresses
+_ACROSS = ("p50_overhead_ms_1", "throughput_ratio_32", "batching_gain_http_heavy",
+           "batching_gain_handle_heavy", "cache_speedup")
+
+
+def _both_ingresses() -> None:
+    """This bench once per ingress, each in a fresh process (the ingress is fixed when a
+    cluster starts); the last line holds both, the HAProxy run — the default — as headline."""
+    import json
+    import subprocess
+    import sys
+
+    args = [a for a in sys.argv[1:] if not a.startswith("--ingress")]
+    runs: dict[str, dict[str, Any]] = {}
+    for mode in ("haproxy", "proxy"):
+        print(f"== ingress {mode} ==", flush=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.serving", *args, "--ingress", mode],
+            capture_output=True, text=True,
+        )
+        lines = proc.stdout.strip().splitlines()
+        for line in lines[:-1]:
+            print(f"  {line}", flush=True)
+        if proc.returncode != 0 or not lines:
+            print(proc.stderr[-2000:], flush=True)
+            raise SystemExit(f"bench.serving --ingress {mode} failed ({proc.returncode})")
+        runs[mode] = json.loads(lines[-1])
+    head = dict(runs["haproxy"])
+    head["ingress"] = "both"
+    head["by_ingress"] = {m: {k: r.get(k) for k in (*_ACROSS, "raw")} for m, r in runs.items()}
+    head["haproxy_over_proxy"] = {
+        "p50_ms_1": runs["haproxy"]["raw"]["ours_1"]["p50_ms"]
+        / runs["proxy"]["raw"]["ours_1"]["p50_ms"],
+        "rps_32": runs["haproxy"]["raw"]["ours_32"]["rps"] / runs["proxy"]["raw"]["ours_32"]["rps"],
+    }
+    print(
+        "ours behind haproxy vs behind Serve's proxy: p50 at 1 client "
+        f"{runs['haproxy']['raw']['ours_1']['p50_ms']:.2f} vs "
+        f"{runs['proxy']['raw']['ours_1']['p50_ms']:.2f} ms; req/s at 32 clients "
+        f"{runs['haproxy']['raw']['ours_32']['rps']:.0f} vs "
+        f"{runs['proxy']['raw']['ours_32']['rps']:.0f}",
+        flush=True,
+    )
+    emit(head)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from actors import ACTOR_SPECS, ActorSpec
 from raymlp import _constants
 from raymlp._private.credentials import PlatformSecret
 from raymlp._private.rpc import published_config
+from raymlp._private.serve_ingress import apply_env, cluster_env, ingress_mode, running_ingress
 from raymlp.config import PlatformConfig
 from raymlp.errors import ConflictError, UnavailableError
 
@@ -38,6 +39,9 @@ class ClusterInfo:
     address: str
     dashboard_url: str | None
     started_here: bool
+    #: Serve's HTTP ingress as far as this process knows (``haproxy`` | ``proxy``): chosen by
+    #: ``ray.serve_ingress`` for a cluster started here, else what the environment says
+    ingress: str = "proxy"
 
 
 def _ray_cli() -> str:
@@ -374,7 +378,12 @@ def _start_persistent(
     if cfg.ray.num_cpus:
         cmd.append(f"--num-cpus={cfg.ray.num_cpus}")
     _ensure_local_auth_token()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # Serve's ingress is read by every Ray process at import: the cluster's environment
+    # chooses it (the user's own RAY_SERVE_* settings win)
+    wanted = cluster_env(ingress_mode(cfg), free_port=None if fixed_ports else _free_port)
+    env = {**wanted, **os.environ}
+    ingress = "haproxy" if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "proxy"
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise UnavailableError(
@@ -386,13 +395,16 @@ def _start_persistent(
     # its address_info holds the connected GCS address (a str).
     ctx = cast("RayContext", ray.init(address=address, **common))
     gcs = cast(str, ctx.address_info.get("gcs_address", address))
-    return ClusterInfo(gcs, _dashboard_url(ctx), True)
+    return ClusterInfo(gcs, _dashboard_url(ctx), True, ingress)
 
 
 def _start_embedded(cfg: PlatformConfig, common: dict[str, Any]) -> ClusterInfo:
     # ray.init() makes a missing token itself, but always at ~/.ray/auth_token: with
     # RAY_AUTH_TOKEN_PATH set to a file not yet written it would then fail to read it back.
     _ensure_local_auth_token()
+    # The raylet copies this process's environment, and every Ray process reads Serve's
+    # ingress from it at import. Side ports free: an embedded cluster may run beside another.
+    apply_env(cluster_env(ingress_mode(cfg), free_port=_free_port))
     # address="local": a new local cluster, whose context is a RayContext (see above).
     ctx = cast(
         "RayContext",
@@ -406,7 +418,7 @@ def _start_embedded(cfg: PlatformConfig, common: dict[str, Any]) -> ClusterInfo:
         ),
     )
     gcs = cast(str, ctx.address_info.get("gcs_address", "local"))
-    return ClusterInfo(gcs, _dashboard_url(ctx), True)
+    return ClusterInfo(gcs, _dashboard_url(ctx), True, running_ingress())
 
 
 # -- published platform config --------------------------------------------------------------

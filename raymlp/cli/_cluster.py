@@ -19,6 +19,8 @@ def _up(args: argparse.Namespace) -> int:
     print(f"storage root: {p.storage.root}")
     if p.dashboard_url:
         print(f"Ray dashboard: {p.dashboard_url}")
+    if p.cluster is not None and p.cluster.started_here:
+        print(f"Serve ingress: {p.cluster.ingress} (ray.serve_ingress)")
     return 0
 
 

@@ -109,6 +109,16 @@ class RayConfig(StrictModel):
     )
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address (local cluster).")
     dashboard_port: int = Field(8265, ge=1, le=65535, description="Dashboard port (local cluster).")
+    serve_ingress: Literal["auto", "haproxy", "proxy"] = Field(
+        "auto",
+        description=(
+            "Ray Serve's HTTP ingress in a cluster raymlp starts (`raymlp up`, embedded): "
+            "'haproxy' (HAProxy routes straight to the gateway replicas and retries a request "
+            "whose replica died before answering; HTTP only), 'proxy' (Serve's Python proxy "
+            "actor), 'auto' (haproxy unless http has TLS or no HAProxy binary is installed). "
+            "A cluster raymlp joins keeps the ingress of its own `ray start` environment."
+        ),
+    )
     log_to_driver: bool = Field(
         True,
         description="Stream task and actor logs to this driver's console (false: they stay in the "

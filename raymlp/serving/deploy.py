@@ -18,8 +18,9 @@ import time
 from typing import Any
 
 from raymlp._private import principals
+from raymlp._private.serve_ingress import running_ingress
 from raymlp.config import PlatformConfig, Principal, ServeAppConfig, load_config, load_serve_config
-from raymlp.errors import NotFoundError
+from raymlp.errors import ConfigError, NotFoundError
 
 __all__ = [
     "DEFAULT_APP",
@@ -75,6 +76,19 @@ def check_service_principal(platform_config: PlatformConfig, cfg: ServeAppConfig
     return principals.check_service_principal(platform_config, cfg.principal)
 
 
+def check_ingress_supports(http: Any) -> None:
+    """ConfigError naming ``http.ssl_keyfile`` when TLS is asked of a cluster this process
+    started with Serve's HAProxy ingress, which is HTTP only (docs/serving.md: TLS)."""
+    if http.ssl_keyfile and running_ingress() == "haproxy":
+        raise ConfigError(
+            f"http.ssl_keyfile={http.ssl_keyfile!r}: this Ray cluster runs Serve's HAProxy "
+            "ingress, which is HTTP only (rule: TLS needs ray.serve_ingress 'proxy', or "
+            "terminate TLS in a load balancer in front of HAProxy)",
+            field="http.ssl_keyfile",
+            rule="TLS needs the proxy ingress",
+        )
+
+
 def deploy(
     platform_config: PlatformConfig,
     config: str | os.PathLike[str] | ServeAppConfig | dict[str, Any],
@@ -88,6 +102,7 @@ def deploy(
     from raymlp.serving.app import build_app, http_options
 
     http = cfg.http or platform_config.http
+    check_ingress_supports(http)
     serve.start(http_options=http_options(http))
     serve.run(build_app(cfg, platform_config), name=cfg.name, route_prefix=cfg.route_prefix)
     url = url_for(platform_config, cfg)

