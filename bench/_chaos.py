@@ -574,6 +574,9 @@ class Fault:
             "actor_back_s": self.actor_back_s,
             "window_requests": len(win),
             "window_p99_ms": percentiles([s.latency for s in win])["p99_ms"],
+            # (seconds from the kill to the send, status) of every answer that is not a 200
+            "error_times": [(round(s.t_sent - self.t_kill, 3), s.status)
+                            for s in self.samples if s.status != 200],
             **self.extra,
         }
 

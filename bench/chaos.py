@@ -35,7 +35,7 @@ FAULTS = ("model_server", "gateway", "feature_store", "registry", "monitor", "ra
 
 
 def main() -> None:
-    from raymlp._private.serve_ingress import apply_env, cluster_env, haproxy_binary
+    from raymlp._private.serve_ingress import cluster_env, haproxy_binary
 
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument(
@@ -54,8 +54,9 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from bench._chaos import free_port
 
-    # before Ray starts: its processes read Serve's ingress from the environment
-    apply_env(cluster_env(args.ingress, free_port=free_port))
+    # before Ray starts: its processes read Serve's ingress from the environment (the flag
+    # wins over an exported RAY_SERVE_ENABLE_HA_PROXY)
+    os.environ.update(cluster_env(args.ingress, free_port=free_port))
     import ray
     from ray.cluster_utils import Cluster
 
@@ -73,7 +74,9 @@ def main() -> None:
 
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 2, "include_dashboard": True, "resources": {"head": 1}},
+        # free dashboard port: another cluster (a test session's, a user's) may hold 8265
+        head_node_args={"num_cpus": 2, "include_dashboard": True, "resources": {"head": 1},
+                        "dashboard_port": free_port()},
     )
     ray.init(address=cluster.address, namespace="raymlp", logging_level=logging.WARNING)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
@@ -170,8 +173,8 @@ def _raylet_fault(cluster: Any, app: Any, settle: Any, after_s: float,
 
 
 def _report(name: str, s: dict[str, Any]) -> dict[str, Any]:
-    keep = ("requests", "five_xx", "non_schema", "recovery_s", "actor_back_s",
-            "window_requests", "window_p99_ms", "routes")
+    keep = ("requests", "statuses", "errors", "five_xx", "non_schema", "recovery_s",
+            "actor_back_s", "window_requests", "window_p99_ms", "routes", "error_times")
     r = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k in keep}
 
     def fmt(x: float | None) -> str:

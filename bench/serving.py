@@ -193,10 +193,11 @@ def main() -> None:
         return _both_ingresses()
     secs = 3.0 if args.quick else 8.0
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from raymlp._private.serve_ingress import apply_env, cluster_env
+    from raymlp._private.serve_ingress import cluster_env
 
-    # before Ray starts: its processes read Serve's ingress from the environment
-    apply_env(cluster_env(args.ingress, free_port=_free_port))
+    # before Ray starts: its processes read Serve's ingress from the environment (the flag
+    # wins over an exported RAY_SERVE_ENABLE_HA_PROXY: each run measures the mode it names)
+    os.environ.update(cluster_env(args.ingress, free_port=_free_port))
     import ray
     from fastapi import FastAPI
     from ray import serve
@@ -367,7 +368,15 @@ def _both_ingresses() -> None:
     import subprocess
     import sys
 
-    args = [a for a in sys.argv[1:] if not a.startswith("--ingress")]
+    args: list[str] = []
+    skip = False
+    for a in sys.argv[1:]:  # everything but --ingress X / --ingress=X
+        if skip:
+            skip = False
+        elif a == "--ingress":
+            skip = True
+        elif not a.startswith("--ingress="):
+            args.append(a)
     runs: dict[str, dict[str, Any]] = {}
     for mode in ("haproxy", "proxy"):
         print(f"== ingress {mode} ==", flush=True)

@@ -95,5 +95,5 @@ def driver_read_max_bytes() -> int:
 
 def spool_dir() -> str | None:
     """``RAYMLP_SPOOL_DIR``: where gateways spool prediction-log records not yet shipped
-    (node-local; default ``<tmp>/raymlp-spool``, one subdirectory per platform)."""
+    (node-local; default ``<tmp>/raymlp-spool-<uid>``, one subdirectory per platform)."""
     return os.environ.get("RAYMLP_SPOOL_DIR") or None

@@ -22,7 +22,14 @@ from actors import ACTOR_SPECS, ActorSpec
 from raymlp import _constants
 from raymlp._private.credentials import PlatformSecret
 from raymlp._private.rpc import published_config
-from raymlp._private.serve_ingress import apply_env, cluster_env, ingress_mode, running_ingress
+from raymlp._private.serve_ingress import (
+    INGRESS_KV_KEY,
+    apply_env,
+    cluster_env,
+    ingress_mode,
+    merged_env,
+    running_ingress,
+)
 from raymlp.config import PlatformConfig
 from raymlp.errors import ConflictError, UnavailableError
 
@@ -380,8 +387,7 @@ def _start_persistent(
     _ensure_local_auth_token()
     # Serve's ingress is read by every Ray process at import: the cluster's environment
     # chooses it (the user's own RAY_SERVE_* settings win)
-    wanted = cluster_env(ingress_mode(cfg), free_port=None if fixed_ports else _free_port)
-    env = {**wanted, **os.environ}
+    env = merged_env(cluster_env(ingress_mode(cfg), free_port=None if fixed_ports else _free_port))
     ingress = "haproxy" if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "proxy"
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -395,7 +401,21 @@ def _start_persistent(
     # its address_info holds the connected GCS address (a str).
     ctx = cast("RayContext", ray.init(address=address, **common))
     gcs = cast(str, ctx.address_info.get("gcs_address", address))
+    _record_ingress(ingress, cfg)
     return ClusterInfo(gcs, _dashboard_url(ctx), True, ingress)
+
+
+def _record_ingress(ingress: str, cfg: PlatformConfig) -> None:
+    """Say in the cluster's KV which Serve ingress it was started with: a later `raymlp
+    serve deploy` from another process refuses TLS on HAProxy (serving.deploy)."""
+    from ray.experimental import internal_kv
+
+    try:
+        internal_kv._internal_kv_put(
+            INGRESS_KV_KEY, ingress.encode(), overwrite=True, namespace=cfg.ray.namespace
+        )
+    except Exception as e:  # noqa: BLE001 - an advisory record
+        logger.warning("raymlp: could not record the Serve ingress: %s", e)
 
 
 def _start_embedded(cfg: PlatformConfig, common: dict[str, Any]) -> ClusterInfo:
@@ -418,6 +438,7 @@ def _start_embedded(cfg: PlatformConfig, common: dict[str, Any]) -> ClusterInfo:
         ),
     )
     gcs = cast(str, ctx.address_info.get("gcs_address", "local"))
+    _record_ingress(running_ingress(), cfg)
     return ClusterInfo(gcs, _dashboard_url(ctx), True, running_ingress())
 
 

@@ -4,20 +4,23 @@ but not yet shipped survive that process being killed.
 Every record the logger queues is also appended (one JSON line, an unbuffered ``write`` — the
 kernel keeps it when the process dies, even by SIGKILL) to the current segment of this
 process's spool, ``<dir>/<owner>.<n>.jsonl``. Once everything up to a record has been shipped
-(the logger's *watermark*), the segments wholly below it are deleted, so the spool holds only
-what is still in memory. Each owner holds an exclusive ``flock`` on ``<dir>/<owner>.lock`` for
+(the logger's *watermark*), the segments wholly below it are deleted, so the spool holds what
+is still in memory plus the shipped head of the open segment (under ``segment_records``
+records). Each owner holds an exclusive ``flock`` on ``<dir>/<owner>.lock`` for
 its life; a logger that can take another owner's lock knows that owner is dead, re-queues
 its segments' records (:meth:`LogSpool.claim_orphans`) and deletes them. The monitor
-de-duplicates by request id, so a record shipped both before the kill and after the claim is
-stored once::
+de-duplicates by request id, so a record shipped both before the kill and after the claim
+(the shipped head of a segment, a record re-queued twice) is stored once::
 
     spool = LogSpool(tmp_dir)
     spool.append(1, "predictions", {"request_id": "r1", ...})
     spool.release(1)                         # shipped: its segment may go
-    for kind, rec in spool.claim_orphans():  # what dead owners left behind
-        ...
+    for orphan in spool.claim_orphans():     # what dead owners left behind
+        requeue(orphan.records)
+        orphan.done()                        # now safe elsewhere: delete its files
 
-Not thread-safe: the logger calls it under its own lock.
+Not thread-safe: the logger calls ``append``/``release``/``close`` under its own lock;
+``claim_orphans`` touches only other owners' files, so the logger reads them outside it.
 """
 
 from __future__ import annotations
@@ -26,16 +29,34 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LogSpool"]
+__all__ = ["LogSpool", "Orphan"]
 
 logger = logging.getLogger(__name__)
 
 _KINDS = {"predictions": "p", "feedback": "f"}
 _NAMES = {v: k for k, v in _KINDS.items()}
+
+
+@dataclass
+class Orphan:
+    """A dead owner's records, claimed (its lock held) until the consumer is done with them."""
+
+    owner: str
+    records: list[tuple[str, dict[str, Any]]]
+    segments: list[Path]
+    lock: Path
+
+    def done(self) -> None:
+        """Its records are safe elsewhere (re-queued and re-spooled): delete its files."""
+        for path in self.segments:
+            path.unlink(missing_ok=True)
+        self.lock.unlink(missing_ok=True)
 
 
 class LogSpool:
@@ -82,7 +103,10 @@ class LogSpool:
             self._count = 0
         line = json.dumps({"k": _KINDS[kind], "r": record}, separators=(",", ":"),
                           default=str)
-        os.write(self._fd, line.encode() + b"\n")
+        data = line.encode() + b"\n"
+        if os.write(self._fd, data) != len(data):
+            # a full disk: the fragment stays the segment's last (torn) line, skipped on claim
+            raise OSError(f"short write to {self._segment(self._n).name}")
         self._count += 1
         self._max_seq = seq
         self.written += 1
@@ -126,11 +150,12 @@ class LogSpool:
 
     # -- dead owners ------------------------------------------------------------------------------
 
-    def claim_orphans(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(kind, record)`` of every segment whose owner is gone; each owner's files are
-        deleted once its records were all yielded (a consumer that stops early leaves them,
-        to be claimed again)."""
+    def claim_orphans(self) -> Iterator[Orphan]:
+        """Each owner that is gone, as an :class:`Orphan` holding its records and its lock
+        while the consumer handles it: ``orphan.done()`` once its records are safe elsewhere
+        deletes its files; an orphan left without ``done()`` keeps them, to be claimed again."""
         uid = os.getuid()
+        self._sweep_stale_tmp_locks()
         for lock in sorted(self.dir.glob("*.lock")):
             owner = lock.name[: -len(".lock")]
             if owner == self.owner:
@@ -147,11 +172,27 @@ class LogSpool:
                 except OSError:
                     continue  # its owner is alive
                 segments = sorted(self.dir.glob(f"{owner}.*.jsonl"))
-                for path in segments:
-                    yield from self._read(path)
-                for path in segments:
-                    path.unlink(missing_ok=True)
-                lock.unlink(missing_ok=True)
+                records = [r for path in segments for r in self._read(path)]
+                yield Orphan(owner, records, segments, lock)
+            finally:
+                os.close(fd)  # unlocks: what done() did not delete is claimable again
+
+    def _sweep_stale_tmp_locks(self, older_than_s: float = 60.0) -> None:
+        """Delete ``.<owner>.lock.tmp`` files of owners killed between creating and renaming
+        their lock (no segment exists for them yet)."""
+        now = time.time()
+        for tmp in self.dir.glob(".*.lock.tmp"):
+            try:
+                if tmp.stat().st_uid != os.getuid() or now - tmp.stat().st_mtime < older_than_s:
+                    continue
+                fd = os.open(tmp, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # its owner is alive (about to rename it)
             finally:
                 os.close(fd)
 

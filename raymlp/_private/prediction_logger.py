@@ -198,16 +198,34 @@ class PredictionLogger:
                 self._stop_spool(keep=True)
 
     def _claim_orphans(self) -> None:
-        """Queue what dead loggers on this node left in the spool (flusher thread)."""
-        if self._spool is None:
+        """Queue what dead loggers on this node left in the spool (flusher thread). Their
+        files are read outside the lock (``log()`` on the request path never waits on that
+        disk I/O) and deleted only once every record is re-queued — and so in our own spool;
+        an owner whose records do not fit now (buffer full, stopping) stays for a later scan."""
+        spool = self._spool
+        if spool is None or self._stopping:
             return
-        with self._cond:
-            try:
-                for kind, rec in self._spool.claim_orphans():
+        try:
+            for orphan in spool.claim_orphans():
+                if not self._requeue(orphan.records):
+                    return  # its files stay: claimed again later (the de-dup absorbs repeats)
+                orphan.done()
+        except OSError as e:
+            logger.warning("prediction-log spool: could not claim orphans: %s", e)
+
+    def _requeue(self, records: list[tuple[str, dict[str, Any]]], chunk: int = 200) -> bool:
+        """Queue claimed records, ``chunk`` at a time under the lock; False (and nothing more
+        queued) once they no longer fit."""
+        for i in range(0, len(records), chunk):
+            part = records[i : i + chunk]
+            with self._cond:
+                room = self.capacity - len(self._buf["predictions"]) - len(self._buf["feedback"])
+                if self._stopping or room < len(part):
+                    return False
+                for kind, rec in part:
                     if self._put_locked(kind, rec):
                         self._counts["recovered"] += 1
-            except OSError as e:
-                logger.warning("prediction-log spool: could not claim orphans: %s", e)
+        return True
 
     def _drop(self, n: int) -> None:
         self._counts["dropped"] += n

@@ -22,19 +22,27 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from raymlp.config import HTTPConfig, PlatformConfig
 
 __all__ = [
-    "Ingress", "haproxy_binary", "ingress_mode", "cluster_env", "apply_env", "running_ingress"
+    "Ingress",
+    "haproxy_binary",
+    "ingress_mode",
+    "cluster_env",
+    "merged_env",
+    "apply_env",
+    "running_ingress",
 ]
 
 Ingress = Literal["haproxy", "proxy"]
 
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+#: the cluster KV key (in the platform's namespace) holding the ingress a cluster started with
+INGRESS_KV_KEY = b"raymlp:serve_ingress"
 #: retry a request whose replica closed the connection without answering (it died)
 HAPROXY_RETRY_ON = "conn-failure empty-response"
 #: Serve keeps a removed gateway replica reachable this long so every HAProxy on every node has
@@ -99,11 +107,31 @@ def cluster_env(mode: Ingress, *, free_port: Callable[[], int] | None = None) ->
     return env
 
 
+#: what raymlp itself put into this process's environment (a later start may replace it)
+_SET_HERE: dict[str, str] = {}
+
+
+def _users(name: str, environ: Mapping[str, str]) -> bool:
+    """Whether ``name`` is the user's own setting: set, not empty, and not raymlp's."""
+    value = environ.get(name, "")
+    return value != "" and _SET_HERE.get(name) != value
+
+
+def merged_env(env: dict[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) with ``env`` applied, except where the user set a
+    variable themselves (an empty value counts as unset)."""
+    base = dict(os.environ if environ is None else environ)
+    base.update({k: v for k, v in env.items() if not _users(k, base)})
+    return base
+
+
 def apply_env(env: dict[str, str]) -> dict[str, str]:
-    """Put ``env`` into this process's environment, where a variable is not already set (the
-    user's own setting wins); returns what the environment now says for those names."""
+    """Put ``env`` into this process's environment (the user's own settings win, see
+    :func:`merged_env`); returns what the environment now says for those names."""
     for name, value in env.items():
-        os.environ.setdefault(name, value)
+        if not _users(name, os.environ):
+            os.environ[name] = value
+            _SET_HERE[name] = value
     return {name: os.environ[name] for name in env}
 
 

@@ -518,7 +518,7 @@ class ServePredictionLog(StrictModel):
         None,
         description=(
             "Spool directory (node-local). Default: $RAYMLP_SPOOL_DIR, else "
-            "<tmp>/raymlp-spool; one subdirectory per platform (storage root + namespace)."
+            "<tmp>/raymlp-spool-<uid>; one subdirectory per platform (storage root + namespace)."
         ),
     )
 

@@ -7,6 +7,8 @@ authenticated with platform-signed tokens), and the few platform services the re
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import tempfile
 import time
 from functools import cached_property
@@ -23,6 +25,8 @@ from raymlp._private.registry_reader import RegistryReader
 from raymlp._private.rpc import ActorClient, RegistryRPC
 from raymlp.config import PlatformConfig
 from raymlp.errors import NotFoundError, UnavailableError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "service_platform",
@@ -42,9 +46,12 @@ class ReplicaMonitor:
 
     def spool_dir(self, base: str | None = None) -> Path:
         """This platform's spool directory under ``base`` (default ``$RAYMLP_SPOOL_DIR``,
-        else ``<tmp>/raymlp-spool``): one per storage root and namespace, so two platforms on
+        else ``<tmp>/raymlp-spool-<uid>``): one per storage root and namespace, so two platforms on
         one node never ship each other's records."""
-        root = base or constants.spool_dir() or str(Path(tempfile.gettempdir()) / "raymlp-spool")
+        # per user by default: another user's <tmp>/raymlp-spool would not be writable
+        root = base or constants.spool_dir() or str(
+            Path(tempfile.gettempdir()) / f"raymlp-spool-{os.getuid()}"
+        )
         key = f"{self._config.storage.root}|{self._config.ray.namespace}"
         return Path(root) / hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -58,14 +65,25 @@ class ReplicaMonitor:
     ) -> PredictionLogger:
         """A started :class:`PredictionLogger` (source ``gateway``) shipping to the monitor;
         ``spool``: with a node-local write-ahead spool (:mod:`raymlp._private.log_spool`)."""
-        return PredictionLogger(
-            self._actor,
-            credential=self._caller,
-            source="gateway",
-            capacity=capacity,
-            flush_interval_s=flush_interval_s,
-            spool=LogSpool(self.spool_dir(spool_dir)) if spool else None,
-        )
+        log_spool = None
+        if spool:
+            try:
+                log_spool = LogSpool(self.spool_dir(spool_dir))
+            except OSError as e:  # an unwritable spool must never cost the log itself
+                logger.error("prediction-log spool off (memory only): %s", e)
+        try:
+            return PredictionLogger(
+                self._actor,
+                credential=self._caller,
+                source="gateway",
+                capacity=capacity,
+                flush_interval_s=flush_interval_s,
+                spool=log_spool,
+            )
+        except BaseException:
+            if log_spool is not None:
+                log_spool.close()
+            raise
 
 
 class ReplicaServices:

@@ -5,7 +5,8 @@ skipped at once (no waiting on a sick version), a step that times out or fails c
 its breaker and hands over to the next. Client errors (a feature of the wrong type, an unknown
 entity, load shedding) are the caller's answer, not a sick model: they stop the chain and do not
 count against the breaker. Only the first step that could be asked speaks for the caller,
-though: once a step has failed, a later step that cannot take the request as it is (a fallback
+though: once a step has failed (or was skipped: its breaker is open — it has been failing), a
+later step that cannot take the request as it is (a fallback
 model with another signature, or without the primary's feature references for an entity
 request) is skipped as ``(route, code)`` — the chain degrades to the rule or default answer
 instead of refusing a request the primary never refused. ``route`` of the answer says who answered::

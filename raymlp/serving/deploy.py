@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from raymlp._private import principals
-from raymlp._private.serve_ingress import running_ingress
+from raymlp._private.serve_ingress import INGRESS_KV_KEY, running_ingress
 from raymlp.config import PlatformConfig, Principal, ServeAppConfig, load_config, load_serve_config
 from raymlp.errors import ConfigError, NotFoundError
 
@@ -76,10 +76,23 @@ def check_service_principal(platform_config: PlatformConfig, cfg: ServeAppConfig
     return principals.check_service_principal(platform_config, cfg.principal)
 
 
-def check_ingress_supports(http: Any) -> None:
-    """ConfigError naming ``http.ssl_keyfile`` when TLS is asked of a cluster this process
-    started with Serve's HAProxy ingress, which is HTTP only (docs/serving.md: TLS)."""
-    if http.ssl_keyfile and running_ingress() == "haproxy":
+def cluster_ingress(namespace: str | None = None) -> str:
+    """Serve's ingress of the cluster: what raymlp recorded when it started it, else what this
+    process's environment says (a cluster started by others may run either)."""
+    if namespace is not None:
+        try:
+            recorded = _kv()._internal_kv_get(INGRESS_KV_KEY, namespace=namespace)
+            if recorded:
+                return recorded.decode()
+        except Exception:  # noqa: BLE001 - no Ray here: the environment decides
+            pass
+    return running_ingress()
+
+
+def check_ingress_supports(http: Any, namespace: str | None = None) -> None:
+    """ConfigError naming ``http.ssl_keyfile`` when TLS is asked of a cluster that runs
+    Serve's HAProxy ingress, which is HTTP only (docs/serving.md: TLS)."""
+    if http.ssl_keyfile and cluster_ingress(namespace) == "haproxy":
         raise ConfigError(
             f"http.ssl_keyfile={http.ssl_keyfile!r}: this Ray cluster runs Serve's HAProxy "
             "ingress, which is HTTP only (rule: TLS needs ray.serve_ingress 'proxy', or "
@@ -102,7 +115,7 @@ def deploy(
     from raymlp.serving.app import build_app, http_options
 
     http = cfg.http or platform_config.http
-    check_ingress_supports(http)
+    check_ingress_supports(http, platform_config.ray.namespace)
     serve.start(http_options=http_options(http))
     serve.run(build_app(cfg, platform_config), name=cfg.name, route_prefix=cfg.route_prefix)
     url = url_for(platform_config, cfg)

@@ -122,9 +122,54 @@ def test_a_live_owner_is_never_claimed_and_a_torn_line_is_skipped(tmp_path):
     with seg.open("ab") as f:
         f.write(b'{"k":"p","r":{"request_id"')  # ... and a line it never finished
     claimed = list(b.claim_orphans())
-    assert claimed == [("predictions", rec(1))]
+    assert [o.records for o in claimed] == [[("predictions", rec(1))]]
+    assert list(tmp_path.glob("a.*.jsonl")), "kept until the consumer is done"
+    claimed[0].done()
     assert not list(tmp_path.glob("a.*")) and b.claimed == 1
     b.close()
+
+
+def test_an_orphan_not_done_is_claimed_again(tmp_path):
+    a = LogSpool(tmp_path, owner="a")
+    a.append(1, "predictions", rec(1))
+    a.close(keep=True)
+    b = LogSpool(tmp_path, owner="b")
+    first = list(b.claim_orphans())  # handled without done(): e.g. no room in the buffer
+    again = list(b.claim_orphans())
+    assert [o.records for o in again] == [o.records for o in first] == [[("predictions", rec(1))]]
+    again[0].done()
+    assert list(b.claim_orphans()) == []
+    b.close()
+
+
+def test_orphans_that_do_not_fit_the_buffer_stay_for_a_later_scan(tmp_path):
+    a = LogSpool(tmp_path, owner="a")
+    for i in range(5):
+        a.append(i + 1, "predictions", rec(i))
+    a.close(keep=True)
+    sink = Sink()
+    log = PredictionLogger(send=sink, capacity=3, flush_interval_s=60, spool=LogSpool(tmp_path),
+                           spool_scan_s=3600, start=False)
+    log._claim_orphans()  # 5 records, room for 3: none queued, the files stay
+    assert log.stats()["recovered"] == 0 and list(tmp_path.glob("a.*.jsonl"))
+    log.capacity = 10
+    log._claim_orphans()
+    assert log.stats()["recovered"] == 5 and not list(tmp_path.glob("a.*"))
+    log.close(timeout_s=0)
+
+
+def test_an_unwritable_spool_directory_leaves_the_log_in_memory(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    cfg = PlatformConfig.model_validate({"storage": {"root": str(tmp_path / "root")}})
+    log = ReplicaMonitor(lambda *a: None, None, cfg).logger(
+        capacity=10, flush_interval_s=60, spool=True, spool_dir=str(blocked)
+    )
+    try:
+        assert log._spool is None  # memory only, and still logging
+        assert log.log(rec(1))
+    finally:
+        log.close(timeout_s=0)
 
 
 def test_each_platform_has_its_own_spool_directory(tmp_path):

@@ -8,7 +8,13 @@ import os
 import pytest
 
 from raymlp._private import serve_ingress
-from raymlp._private.serve_ingress import apply_env, cluster_env, ingress_mode, running_ingress
+from raymlp._private.serve_ingress import (
+    apply_env,
+    cluster_env,
+    ingress_mode,
+    merged_env,
+    running_ingress,
+)
 from raymlp.config import HTTPConfig, PlatformConfig
 from raymlp.errors import ConfigError
 from raymlp.serving.deploy import check_ingress_supports
@@ -76,3 +82,23 @@ def test_tls_on_a_haproxy_cluster_is_refused_naming_the_field(monkeypatch):
     check_ingress_supports(HTTPConfig())  # plain HTTP is fine
     monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
     check_ingress_supports(tls)  # the proxy ingress terminates TLS itself
+
+
+def test_a_later_start_replaces_what_raymlp_set_and_empty_counts_as_unset(monkeypatch):
+    for name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_RETRY_ON",
+                 "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"):
+        monkeypatch.setenv(name, "-")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(serve_ingress, "_SET_HERE", {})
+    apply_env(cluster_env("haproxy"))
+    assert running_ingress() == "haproxy"
+    apply_env(cluster_env("proxy"))  # raymlp's own earlier value is not a user setting
+    assert running_ingress() == "proxy"
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_RETRY_ON", "")
+    merged = merged_env(cluster_env("haproxy"), {"RAY_SERVE_HAPROXY_RETRY_ON": "", "X": "1"})
+    assert merged["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response"
+    assert merged["X"] == "1"
+    monkeypatch.setattr(serve_ingress, "_SET_HERE", {})  # a process where raymlp set nothing
+    assert merged_env(cluster_env("haproxy"), {"RAY_SERVE_ENABLE_HA_PROXY": "0"})[
+        "RAY_SERVE_ENABLE_HA_PROXY"
+    ] == "0"  # the user's own choice wins
