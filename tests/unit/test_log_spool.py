@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from raymlp._private.log_spool import LogSpool
@@ -16,25 +15,13 @@ from raymlp._private.prediction_logger import PredictionLogger
 from raymlp.config import PlatformConfig
 from raymlp.serving._platform import ReplicaMonitor
 from tests._wait import wait_for
+from tests.unit.test_prediction_logger import Sink
 
 
 def rec(i: int) -> dict:
     return {"request_id": f"r{i}", "model": "m", "version": 1, "latency_ms": 1.0}
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.gate = threading.Event()
-        self.gate.set()
-        self.fail = 0
-
-    def __call__(self, kind, records, dropped):
-        self.gate.wait(10)
-        if self.fail:
-            self.fail -= 1
-            raise OSError("monitor restarting")
-        self.ids += [f"{kind[0]}:{r['request_id']}" for r in records]
 
 
 def test_shipped_records_leave_no_spool_files(tmp_path):

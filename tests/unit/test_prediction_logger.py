@@ -36,6 +36,11 @@ class Sink:
     def predictions(self) -> list[str]:
         return [r["request_id"] for k, b, _ in self.batches if k == "predictions" for r in b]
 
+    @property
+    def ids(self) -> list[str]:
+        """``p:<id>`` / ``f:<id>`` of everything shipped, in order."""
+        return [f"{k[0]}:{r['request_id']}" for k, b, _ in self.batches for r in b]
+
 
 def test_batches_ship_in_order_and_flush_waits():
     sink = Sink()
