@@ -388,7 +388,7 @@ def _start_persistent(
     # Serve's ingress is read by every Ray process at import: the cluster's environment
     # chooses it (the user's own RAY_SERVE_* settings win)
     env = merged_env(cluster_env(ingress_mode(cfg), free_port=None if fixed_ports else _free_port))
-    ingress = "haproxy" if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "proxy"
+    ingress = running_ingress(env)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -438,8 +438,9 @@ def _start_embedded(cfg: PlatformConfig, common: dict[str, Any]) -> ClusterInfo:
         ),
     )
     gcs = cast(str, ctx.address_info.get("gcs_address", "local"))
-    _record_ingress(running_ingress(), cfg)
-    return ClusterInfo(gcs, _dashboard_url(ctx), True, running_ingress())
+    ingress = running_ingress()
+    _record_ingress(ingress, cfg)
+    return ClusterInfo(gcs, _dashboard_url(ctx), True, ingress)
 
 
 # -- published platform config --------------------------------------------------------------

@@ -158,7 +158,7 @@ class PredictionLogger:
         if self._stopping:
             self._drop(1)
             return False
-        if len(self._buf["predictions"]) + len(self._buf["feedback"]) >= self.capacity:
+        if self._queued() >= self.capacity:
             self._drop(1)
             return False
         self._seq += 1
@@ -173,6 +173,10 @@ class PredictionLogger:
         if len(self._buf[kind]) >= self.batch_size:
             self._cond.notify()
         return True
+
+    def _queued(self) -> int:
+        """Records in the buffer, both kinds (the caller holds ``self._cond``)."""
+        return len(self._buf["predictions"]) + len(self._buf["feedback"])
 
     def _stop_spool(self, *, keep: bool) -> None:
         spool, self._spool = self._spool, None
@@ -219,8 +223,7 @@ class PredictionLogger:
         for i in range(0, len(records), chunk):
             part = records[i : i + chunk]
             with self._cond:
-                room = self.capacity - len(self._buf["predictions"]) - len(self._buf["feedback"])
-                if self._stopping or room < len(part):
+                if self._stopping or self.capacity - self._queued() < len(part):
                     return False
                 for kind, rec in part:
                     if self._put_locked(kind, rec):
@@ -352,9 +355,7 @@ class PredictionLogger:
                     # the batch and its drop report (same id) are re-sent: the monitor may
                     # have counted them already (a timeout), and counts a drop_id only once
                     self._counts["failed_batches"] += 1
-                    room = (
-                        self.capacity - len(self._buf["predictions"]) - len(self._buf["feedback"])
-                    )
+                    room = self.capacity - self._queued()
                     keep = seqd[: max(room, 0)]
                     self._buf[kind].extendleft(reversed(keep))
                     if len(keep) < len(seqd):
@@ -411,7 +412,7 @@ class PredictionLogger:
         with self._cond:
             return {
                 **self._counts,
-                "queued": len(self._buf["predictions"]) + len(self._buf["feedback"]),
+                "queued": self._queued(),
                 "spooled": self._spool is not None,
                 "last_error": self.last_error,
             }

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from raymlp.config import HTTPConfig, PlatformConfig
+    from raymlp.config import PlatformConfig
 
 __all__ = [
     "Ingress",
@@ -76,17 +76,13 @@ def haproxy_binary() -> str | None:
     return shutil.which("haproxy")
 
 
-def _tls(http: HTTPConfig) -> bool:
-    return bool(http.ssl_keyfile)
-
-
 def ingress_mode(cfg: PlatformConfig) -> Ingress:
     """``cfg.ray.serve_ingress`` resolved: ``auto`` is HAProxy unless the platform's HTTP
     endpoint has TLS (HAProxy ingress is HTTP only) or no HAProxy binary is installed."""
     mode = cfg.ray.serve_ingress
     if mode != "auto":
         return mode
-    if _tls(cfg.http) or haproxy_binary() is None:
+    if cfg.http.ssl_keyfile or haproxy_binary() is None:
         return "proxy"
     return "haproxy"
 
@@ -135,7 +131,8 @@ def apply_env(env: dict[str, str]) -> dict[str, str]:
     return {name: os.environ[name] for name in env}
 
 
-def running_ingress() -> Ingress:
-    """The ingress of the cluster this process started or runs in, as far as its environment
-    says (a cluster raymlp only joined may run either)."""
-    return "haproxy" if os.environ.get(HAPROXY_ENV) == "1" else "proxy"
+def running_ingress(environ: Mapping[str, str] | None = None) -> Ingress:
+    """The ingress a cluster started with ``environ`` (default: this process's environment)
+    runs; for a cluster raymlp only joined, a guess (it may run either)."""
+    env = os.environ if environ is None else environ
+    return "haproxy" if env.get(HAPROXY_ENV) == "1" else "proxy"

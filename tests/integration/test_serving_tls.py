@@ -96,3 +96,26 @@ def test_https_when_tls_is_configured(no_serve, platform, tmp_path):
     status = platform.serve.status("tls")
     assert status["models"]["churn"]["stable_version"] == v
     assert "FallbackServer" not in status["deployments"]
+
+
+def test_tls_is_refused_on_a_cluster_recorded_as_haproxy(ray_cluster):
+    """`raymlp up` records the ingress it started in the cluster's KV; a deploy from another
+    process (whose own environment says nothing) reads it there and refuses TLS on HAProxy."""
+    from ray.experimental import internal_kv
+
+    from raymlp._private.serve_ingress import INGRESS_KV_KEY
+    from raymlp.config import HTTPConfig
+    from raymlp.errors import ConfigError
+    from raymlp.serving.deploy import check_ingress_supports
+
+    ns = "tls-ingress-test"
+    tls = HTTPConfig(ssl_keyfile="k.pem", ssl_certfile="c.pem")
+    check_ingress_supports(tls, ns)  # nothing recorded: this process's (proxy) environment
+    internal_kv._internal_kv_put(INGRESS_KV_KEY, b"haproxy", overwrite=True, namespace=ns)
+    try:
+        with pytest.raises(ConfigError) as e:
+            check_ingress_supports(tls, ns)
+        assert e.value.context["field"] == "http.ssl_keyfile"
+        check_ingress_supports(HTTPConfig(), ns)  # plain HTTP is fine on HAProxy
+    finally:
+        internal_kv._internal_kv_del(INGRESS_KV_KEY, namespace=ns)
