@@ -33,10 +33,15 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+# The benchmarks' anchors (DuckDB) are the `bench` extra.
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(PY) -m bench.run_all
 
-bench-quick: $(STAMP)
+bench-quick: $(VENV)/.bench-installed
 	$(PY) -m bench.run_all --quick
 
 clean:

@@ -5,6 +5,11 @@ sides of a join, and every client routing to a shard, must agree, so Python's pe
 randomised ``hash()`` is out. Strings are hashed vectorised over Arrow's raw buffers (a
 polynomial over the bytes, then a SplitMix64 finaliser); integers go straight to the finaliser.
 
+Speed (1.7M ids of 8 bytes, 200k distinct): a large column is dictionary-encoded first and only
+its distinct values are hashed (0.06 s instead of 0.9 s); strings of one length are hashed as a
+``(n, length)`` byte matrix instead of per-byte index arithmetic. Both give the same values as
+the plain path.
+
 Example::
 
     part = hash_keys([table.column("customer_id")]) % 8
@@ -22,6 +27,9 @@ __all__ = ["hash_keys", "hash_values"]
 
 _P = np.uint64(0x100000001B3)  # FNV prime: odd, so powers never collapse to 0
 _POW_CACHE: dict[int, np.ndarray] = {}
+#: Columns at least this long hash their distinct values only (dictionary encoding costs more
+#: than it saves on the few keys of an online request).
+_DEDUPE_MIN_ROWS = 4096
 
 
 def _powers(n: int) -> np.ndarray:
@@ -57,23 +65,34 @@ def _hash_strings(arr: pa.Array) -> np.ndarray:
     total = int(offsets[-1]) - base
     out = np.zeros(n, dtype=np.uint64)
     if total:
-        data = np.frombuffer(bufs[2], dtype=np.uint8)[base : base + total].astype(np.uint64)
-        starts = (offsets[:-1] - base).astype(np.int64)
-        rel = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
-        with np.errstate(over="ignore"):
-            contrib = data * _powers(int(lengths.max()))[rel]
-        nz = lengths > 0
-        out[nz] = np.add.reduceat(contrib, starts[nz])
+        data = np.frombuffer(bufs[2], dtype=np.uint8)[base : base + total]
+        width = int(lengths[0])
+        if width and total == width * n and int(lengths.min()) == width:  # one length
+            with np.errstate(over="ignore"):
+                out = (data.reshape(n, width).astype(np.uint64) * _powers(width)[:width]).sum(
+                    axis=1, dtype=np.uint64
+                )
+        else:
+            starts = (offsets[:-1] - base).astype(np.int64)
+            rel = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
+            with np.errstate(over="ignore"):
+                contrib = data.astype(np.uint64) * _powers(int(lengths.max()))[rel]
+            nz = lengths > 0
+            out[nz] = np.add.reduceat(contrib, starts[nz])
     with np.errstate(over="ignore"):
         out = out + lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     return _mix(out)
 
 
-def _hash_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def _hash_array(arr: pa.Array | pa.ChunkedArray, dedupe: bool = True) -> np.ndarray:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     if pa.types.is_dictionary(arr.type):
-        arr = arr.cast(arr.type.value_type)
+        return _hash_dictionary(arr)
+    if dedupe and len(arr) >= _DEDUPE_MIN_ROWS and not (
+        pa.types.is_integer(arr.type) or pa.types.is_timestamp(arr.type)
+    ):
+        return _hash_dictionary(pc.dictionary_encode(arr))
     if arr.null_count:
         arr = pc.fill_null(
             arr, "" if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) else 0
@@ -91,6 +110,18 @@ def _hash_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
         vals = arr.cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
         return _mix(vals)
     raise TypeError(f"cannot hash join keys of type {t}")
+
+
+def _hash_dictionary(arr: pa.DictionaryArray) -> np.ndarray:
+    """Hash the distinct values once, then gather (a null key hashes as its type's zero)."""
+    values = _hash_array(arr.dictionary, dedupe=False)
+    if arr.null_count:
+        fill = _hash_array(pa.array([None], arr.dictionary.type), dedupe=False)
+        values = np.append(values, fill)
+        idx = pc.fill_null(arr.indices, len(values) - 1)
+    else:
+        idx = arr.indices
+    return values[idx.to_numpy(zero_copy_only=False)]
 
 
 def hash_keys(columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:

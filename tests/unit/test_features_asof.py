@@ -203,3 +203,76 @@ def test_matches_reference_on_random_data(feat, ent, ttl, seq_seed):
 def test_empty_and_tiny_entity_tables(n):
     feat = features([("a", 1, 1, 1.0)])
     assert join(entities([("a", 2)] * n), feat) == [1.0] * n
+
+
+@pytest.mark.parametrize("limit", [None, 64])
+def test_several_keys_with_absent_and_null_keys_match_the_reference(monkeypatch, limit):
+    """Three key columns (codes combined, and re-densified when the product would overflow),
+    feature keys no entity has, and null keys, which match nothing."""
+    if limit is not None:
+        monkeypatch.setattr(asof, "_LIMIT", limit)
+    rng = np.random.default_rng(3)
+    n_f, n_e = 300, 200
+
+    def key(i: int) -> tuple[int | None, str, int]:
+        return (None if i % 17 == 0 else int(rng.integers(3)), "xyz"[rng.integers(3)], i % 2)
+
+    fk = [key(i + 1) for i in range(n_f)]
+    ft = rng.integers(0, 50, n_f)
+    ek = [key(i) for i in range(n_e)]
+    et = rng.integers(0, 60, n_e)
+    feat = pa.table(
+        {
+            "a": pa.array([k[0] for k in fk], pa.int64()),
+            "b": [k[1] for k in fk],
+            "c": pa.array([k[2] for k in fk], pa.int64()),
+            "event_timestamp": pa.array([ts(float(t)) for t in ft], TS_TYPE),
+            "_seq": pa.array(range(n_f), pa.int64()),
+            "v": pa.array(range(n_f), pa.int64()),
+        }
+    )
+    ent = pa.table(
+        {
+            "a": pa.array([k[0] for k in ek], pa.int64()),
+            "b": [k[1] for k in ek],
+            "c": pa.array([k[2] for k in ek], pa.int64()),
+            "event_timestamp": pa.array([ts(float(t)) for t in et], TS_TYPE),
+        }
+    )
+    out = asof_join(
+        ent,
+        feat,
+        keys=["a", "b", "c"],
+        entity_ts="event_timestamp",
+        feature_ts="event_timestamp",
+        columns={"v": "out"},
+        ttl_us=20 * US_PER_DAY,
+    )
+    want = []
+    for k, t in zip(ek, et):
+        best = None
+        for i, (fk_i, ft_i) in enumerate(zip(fk, ft)):
+            if None in k or fk_i != k or not (t - 20 < ft_i <= t):
+                continue
+            if best is None or (ft_i, i) > best[0]:
+                best = ((ft_i, i), i)
+        want.append(None if best is None else best[1])
+    assert out.column("out").to_pylist() == want
+    assert sum(w is not None for w in want) > 20
+
+
+def test_one_entity_index_serves_several_views_like_separate_joins():
+    ent = entities([("a", 5), ("b", 5), ("c", 5), ("a", 1)])
+    f1 = features([("a", 4, 1, 1.0), ("b", 2, 2, 2.0)])
+    f2 = features([("a", 0, 1, 10.0), ("c", 5, 2, 30.0), ("zzz", 1, 3, 99.0)])
+    index = asof.EntityIndex(ent, ["customer_id"], "event_timestamp")
+    for feat in (f1, f2):
+        cols = index.join(
+            feat,
+            keys=["customer_id"],
+            feature_ts="event_timestamp",
+            columns={"value": "v"},
+            ttl_us=0,
+        )
+        assert pa.chunked_array([cols[0]]).to_pylist() == join(ent, feat)
+    assert join(ent, f2) == [10.0, None, 30.0, 10.0]

@@ -96,6 +96,37 @@ def test_key_hash_is_deterministic_and_chunking_independent():
     assert counts.min() > 1000
 
 
+def _reference_hash(values: list[str | None]) -> list[int]:
+    """The documented hash, byte by byte in Python: polynomial, length, SplitMix64."""
+    mask = (1 << 64) - 1
+    out = []
+    for v in values:
+        b = (v or "").encode()
+        acc = sum(c * pow(0x100000001B3, j, 1 << 64) for j, c in enumerate(b))
+        x = (acc + len(b) * 0x9E3779B97F4A7C15 + 0x9E3779B97F4A7C15) & mask
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        out.append(x ^ (x >> 31))
+    return out
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [f"c{i % 700:07d}" for i in range(5000)],  # one length, many repeats: byte matrix
+        [None if i % 11 == 0 else "é" * (i % 9) for i in range(5000)],  # mixed, nulls
+        ["ab", "c", "def"] * 2000,  # total bytes a multiple of the first length
+        [f"k{i}" for i in range(300)],  # short column: no dictionary encoding
+    ],
+)
+def test_key_hash_fast_paths_give_the_reference_values(values):
+    arr = pa.array(values, pa.string())
+    want = np.array(_reference_hash(values), dtype=np.uint64)
+    assert (hash_keys([arr]) == want).all()
+    assert (hash_keys([arr.dictionary_encode()]) == want).all()
+    assert (hash_keys([pa.chunked_array([arr[:7], arr[7:]])]) == want).all()
+
+
 def test_on_demand_function_runs_on_columns_with_nulls():
     od = OnDemandFeatureView(
         name="ratios",
