@@ -72,6 +72,9 @@ def platform(ray_cluster, platform_config) -> Iterator[Platform]:
     """The platform up on the session cluster, on a fresh storage root; torn down after."""
     p = connect(config=platform_config)
     yield p
+    from raymlp.inference.pool import shutdown_pools
+
+    shutdown_pools()  # warm predictor actors of this test's models
     cluster_lib.remove_platform(platform_config.ray.namespace, platform_config)
     _shutdown_serve()
 

@@ -178,6 +178,12 @@ class BatchPredictJobConfig(StrictModel):
     rows_per_file: int = Field(
         250_000, ge=1, description="Target rows per Parquet file of the output table."
     )
+    warm_pool: bool = Field(
+        True,
+        description="Score on the driver's warm predictor pool for the model (kept loaded for "
+        "the next run of this driver; idle actors hold no CPU) instead of a Ray Data actor "
+        "pool started and stopped with the run.",
+    )
 
     @field_validator("entity_keys")
     @classmethod

@@ -7,6 +7,8 @@
   together (exactly once per event across restarts);
 - :mod:`~raymlp.inference.sources` — the events sources: new versions of a Delta table, and the
   :class:`~raymlp.inference.sources.EventSource` interface for Kafka-style buses;
+- :mod:`~raymlp.inference.pool` — warm predictor pools: actors that keep a model loaded between
+  batch runs of one driver;
 - :mod:`~raymlp.inference.predictions_table` — the predictions Delta tables and their commit lineage;
 - :mod:`~raymlp.inference.model` — resolving the model version and mapping features to inputs.
 
@@ -28,6 +30,7 @@ __all__ = [
     "EventSource",
     "DeltaTableSource",
     "prediction_history",
+    "shutdown_pools",
 ]
 
 _WHERE = {
@@ -38,6 +41,7 @@ _WHERE = {
     "EventSource": ("sources", "EventSource"),
     "DeltaTableSource": ("sources", "DeltaTableSource"),
     "prediction_history": ("table", "history"),
+    "shutdown_pools": ("pool", "shutdown_pools"),
 }
 
 

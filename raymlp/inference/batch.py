@@ -6,11 +6,13 @@ One Ray Data pipeline, nothing collected on the driver:
 2. join the model's features with ``p.features.get_historical_features`` — point-in-time (as of
    each row's timestamp) or the latest values (as of one time, default now), with the feature
    tables pinned to the versions in force when the job starts;
-3. ``map_batches`` with :class:`BatchPredictor`, a stateful class run by an actor pool
-   (``concurrency`` actors, one GPU each when asked for and present): each actor loads the
-   model version once with :func:`~raymlp.predictor.artifact.load_predictor`, scores each block
-   ``batch_size`` rows at a time with ``predict_proba`` — the preprocessing code of training
-   and serving — and writes the block's predictions as Parquet files into
+3. :class:`BatchPredictor` scores on the driver's warm predictor pool for the model
+   (:mod:`raymlp.inference.pool`: actors that keep the model loaded for the next run; the
+   default) or, with ``warm_pool: false``, in ``map_batches`` on a Ray Data actor pool started
+   for the run (``concurrency`` actors, one GPU each when asked for and present): each actor
+   loads the model version once with :func:`~raymlp.predictor.artifact.load_predictor`, scores
+   each block ``batch_size`` rows at a time with ``predict_proba`` — the preprocessing code of
+   training and serving — and writes the block's predictions as Parquet files into
    ``<root>/predictions/<output>`` itself (no second pass over the rows, no extra processes);
 4. the driver commits the files in one Delta transaction whose metadata holds the lineage
    record (model version, feature table versions, input, rows). A failed run commits nothing
@@ -137,6 +139,38 @@ class BatchPredictor:
             digests=digests,
             factory_modules=factory_modules,
         )
+        self._set_run(
+            refs=refs,
+            keep=keep,
+            model_name=model_name,
+            model_version=model_version,
+            run_id=run_id,
+            run_timestamp_us=run_timestamp_us,
+            score_rows=score_rows,
+            write_to=write_to,
+        )
+
+    @classmethod
+    def from_loaded(cls, predictor: Any, **run: Any) -> BatchPredictor:
+        """A BatchPredictor over an already loaded predictor (a warm pool's actor), with the
+        run's settings (``refs``, ``keep``, ``model_name``, ... as for the constructor)."""
+        self = cls.__new__(cls)
+        self.predictor = predictor
+        self._set_run(**run)
+        return self
+
+    def _set_run(
+        self,
+        *,
+        refs: dict[str, str],
+        keep: list[str],
+        model_name: str,
+        model_version: int,
+        run_id: str,
+        run_timestamp_us: int,
+        score_rows: int | None = None,
+        write_to: PredictionFiles | None = None,
+    ) -> None:
         self.refs, self.keep = dict(refs), list(keep)
         self.model_name, self.model_version = model_name, int(model_version)
         self.run_id, self.run_ts = run_id, int(run_timestamp_us)
@@ -214,6 +248,7 @@ def predict_dataset(
     write_to: PredictionFiles | None = None,
     digests: dict[str, str] | None = None,
     factory_modules: list[str] | None = None,
+    warm_pool: bool = False,
 ) -> Any:
     """``ds`` (entity + feature columns) → a lazy dataset of predictions (:class:`BatchPredictor`
     on an actor pool of ``concurrency`` actors; ``num_gpus`` puts each on a GPU share).
@@ -221,11 +256,49 @@ def predict_dataset(
     With ``write_to`` the actors write the predictions themselves, a block at a time
     (``batch_size`` rows per model call), and the dataset is of file records for
     :func:`write_predictions` to commit. ``digests`` (the registered artifact digests) and
-    ``factory_modules`` (the allowed factory modules) are checked by every actor at load."""
+    ``factory_modules`` (the allowed factory modules) are checked by every actor at load.
+
+    ``warm_pool``: score on this driver's warm pool of predictor actors for the model
+    (:mod:`raymlp.inference.pool`: loaded once, reused by the next run) instead of a Ray Data
+    actor pool started for this run; ``ds`` is computed first and each of its blocks is one
+    call."""
     from ray.data import ActorPoolStrategy
 
     device = "cuda" if num_gpus else "cpu"
     ts_us = int(run_timestamp.timestamp() * 1_000_000)
+    if warm_pool:
+        from raymlp.inference.pool import predictor_pool
+
+        pool_size = concurrency if isinstance(concurrency, int) else concurrency[1]
+        warm = predictor_pool(
+            artifact_uri,
+            size=pool_size,
+            variant=variant,
+            device=device,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            digests=digests,
+            factory_modules=factory_modules,
+        )
+        run = {
+            "refs": refs,
+            "keep": keep,
+            "model_name": model_name,
+            "model_version": model_version,
+            "run_id": run_id,
+            "run_timestamp_us": ts_us,
+            "score_rows": batch_size,
+            "write_to": write_to,
+        }
+        try:
+            return warm.map_dataset(ds, run, size=pool_size)
+        except BaseException as e:
+            if write_to is not None:  # as write_predictions does for a failed Ray Data run
+                ptable.delete_files(write_to.storage, write_to.name, write_to.prefix)
+            cause = find_raymlp_error(e)
+            if cause is not None:
+                raise cause from None
+            raise
     if isinstance(concurrency, int):
         pool = ActorPoolStrategy(size=concurrency)
     else:
@@ -413,6 +486,8 @@ def run_batch_prediction(
 
     num_gpus = _gpus(cfg, say)
     txn_id = f"batch-{run_id}"
+    pool = "warm pool" if cfg.warm_pool else "Ray Data actor pool"
+    say(f"scoring: {cfg.concurrency} predictor actor(s) ({pool}), batch size {cfg.batch_size}")
     predictions = predict_dataset(
         spread_blocks(joined, cfg.concurrency),
         mv.artifact_uri,
@@ -432,6 +507,7 @@ def run_batch_prediction(
         ),
         digests=mv.digests,
         factory_modules=list(platform.config.registry.model_factory_modules),
+        warm_pool=cfg.warm_pool,
     )
     lineage: dict[str, Any] = {
         "run_id": run_id,
@@ -452,7 +528,6 @@ def run_batch_prediction(
         "output": ptable.table_uri(platform.storage, cfg.output),
         "device": "cuda" if num_gpus else "cpu",
     }
-    say(f"scoring: {cfg.concurrency} predictor actor(s), batch size {cfg.batch_size}")
     version, rows = write_predictions(
         predictions,
         platform.storage,

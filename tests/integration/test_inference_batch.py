@@ -161,3 +161,57 @@ def test_small_parquet_tables_read_by_the_driver_match_ray_datas_reader(platform
     # Above the limit, the distributed reader is used.
     monkeypatch.setenv("RAYMLP_DRIVER_READ_MAX_MB", "0.001")
     assert tdata._read_small_parquet(str(src)) is None
+
+
+def test_warm_pool_keeps_its_actors_between_runs_and_replaces_a_dead_one(platform, tmp_path):
+    from raymlp.inference import pool as warm
+
+    p = platform
+    tables = churn_setup(p, n_customers=40, months=1)
+    art, _refs, sig = tiny_model(tmp_path / "art", tables)
+    version = p.registry.register("churn-warm", art, signature=sig)
+    pq.write_table(tables["labels"], tmp_path / "labels.parquet")
+    base = {
+        "entity_table": str(tmp_path / "labels.parquet"),
+        "entity_keys": ["customer_id"],
+        "model": {"name": "churn-warm", "version": version},
+        "output": "warm_scores",
+        "batch_size": 32,
+        "concurrency": 1,
+        "num_cpus": 0.5,
+    }
+    warm.shutdown_pools()
+
+    def run(**extra):
+        cfg = BatchPredictJobConfig.model_validate({**base, **extra})
+        result = run_batch_prediction(p, cfg, say=lambda m: None)
+        out = ptable.read(p.storage, "warm_scores").filter(
+            pa.compute.equal(pa.compute.field("run_id"), result.run_id)
+        )
+        scores = dict(zip(
+            (f"{c}|{t}" for c, t in zip(out.column("customer_id").to_pylist(),
+                                        out.column("event_timestamp").to_pylist())),
+            out.column("probability").to_pylist(),
+        ))
+        return result, scores
+
+    def actor_ids():
+        return [a._actor_id.hex() for pool in warm._pools.values() for a in pool._actors]
+
+    try:
+        first, scores1 = run()
+        (actor,) = actor_ids()
+        second, scores2 = run()
+        assert actor_ids() == [actor]  # the same loaded actor scored the second run
+        cold, scores_cold = run(warm_pool=False)
+        assert first.rows == second.rows == cold.rows == tables["labels"].num_rows
+        assert scores1 == scores2 == scores_cold  # warm or not, the same numbers
+        # A dead actor is replaced and its block re-run: the run still scores every row.
+        (pool,) = warm._pools.values()
+        ray.kill(pool._actors[0], no_restart=True)
+        again, scores3 = run()
+        assert again.rows == first.rows and scores3 == scores1
+        assert len(actor_ids()) == 1 and actor_ids() != [actor]
+    finally:
+        warm.shutdown_pools()
+    assert warm._pools == {}
