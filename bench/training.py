@@ -4,10 +4,12 @@ CPU (default)::
 
     python -m bench.training [--quick]
 
-samples/s of the DeepSpeed ZeRO-2 loop (``raymlp.training.loop``) fed by Ray Data shards with
-1 and with 2 Ray Train workers (scaling efficiency = 2-worker / (2 x 1-worker)), and of a plain
-single-process PyTorch loop (AdamW, in-memory tensors, all cores) on the same MLP and data — the
-anchor. ``ours`` is the 2-worker figure, ``ratio`` = ours / anchor.
+samples/s of the platform's loop (``raymlp.training.loop``) fed by Ray Data shards with 1 and
+with 2 Ray Train workers under ``engine: auto`` (the default; plain DDP for this small MLP;
+scaling efficiency = 2-worker / (2 x 1-worker)), of the same loop on the DeepSpeed ZeRO-2 engine
+with 2 workers (``deepspeed_ratio``), and of a plain single-process PyTorch loop (AdamW,
+in-memory tensors, all cores) on the same MLP and data — the anchor. ``ours`` is the 2-worker
+``auto`` figure, ``ratio`` = ours / anchor.
 
 GPU (one CUDA device; imports only torch, ray, ray.train, deepspeed, numpy and pydantic)::
 
@@ -150,6 +152,7 @@ def run_cpu(quick: bool) -> dict[str, Any]:
         "model": f"MLP {_D}->{_HIDDEN}->1",
         "cpus": cpus,
         "errors": {},
+        "load_avg_1m_before": round(os.getloadavg()[0], 2),
     }
     try:
         ctx = ray.data.DataContext.get_current()
@@ -157,29 +160,41 @@ def run_cpu(quick: bool) -> dict[str, Any]:
         train = ray.data.range(rows, override_num_blocks=16).map_batches(_to_xy).materialize()
         val = ray.data.range(2048).map_batches(_to_xy).materialize()
         x, y = _xy(np.arange(rows))
-        loop_cfg = loop_config(
-            model_factory="raymlp.training.models:tabular_mlp",
-            model_kwargs={"hidden_dims": _HIDDEN},
-            input_dim=_D,
-            optimizer={"name": "adamw", "lr": 1e-3},
-            deepspeed={"zero_stage": 2, "bf16": "auto", "gradient_clipping": 1.0},
-            epochs=epochs,
-            batch_size=batch,
-            checkpoint="metrics_only",
-        )
+        def cfg_for(engine: str) -> dict[str, Any]:
+            return loop_config(
+                model_factory="raymlp.training.models:tabular_mlp",
+                model_kwargs={"hidden_dims": _HIDDEN},
+                input_dim=_D,
+                optimizer={"name": "adamw", "lr": 1e-3},
+                deepspeed={
+                    "engine": engine,
+                    "zero_stage": 2,
+                    "bf16": "auto",
+                    "gradient_clipping": 1.0,
+                },
+                epochs=epochs,
+                batch_size=batch,
+                checkpoint="metrics_only",
+            )
+
         storage = tempfile.mkdtemp(prefix="raymlp-bench-train-")
-        for n in (1, 2):
-            key = f"workers_{n}"
-            print(f"== DeepSpeed ZeRO-2 loop, {n} Ray Train worker(s) ...", flush=True)
+        # engine auto (the default: DDP for this small MLP) with 1 and 2 workers, then the
+        # DeepSpeed ZeRO-2 engine with 2 workers for comparison.
+        for key, n, engine in (
+            ("workers_1", 1, "auto"),
+            ("workers_2", 2, "auto"),
+            ("deepspeed_workers_2", 2, "deepspeed"),
+        ):
+            print(f"== loop, engine {engine}, {n} Ray Train worker(s) ...", flush=True)
             try:
                 out[key] = _ray_train_run(
-                    loop_cfg,
+                    cfg_for(engine),
                     num_workers=n,
                     cpus_per_worker=cpus / n,
                     use_gpu=False,
                     datasets={"train": train, "validation": val},
                     storage=storage,
-                    name=f"bench-{n}",
+                    name=f"bench-{key}",
                 )
                 print(f"   {out[key]['samples_per_s']:,.0f} samples/s", flush=True)
             except Exception as e:  # report and go on with the other phases
@@ -199,6 +214,9 @@ def run_cpu(quick: bool) -> dict[str, Any]:
     out["anchor"] = anchor
     out["ratio"] = two / anchor if two and anchor else None
     out["scaling_efficiency"] = two / (2 * one) if one and two else None
+    ds2 = out.get("deepspeed_workers_2", {}).get("samples_per_s")
+    out["deepspeed_ratio"] = ds2 / anchor if ds2 and anchor else None
+    out["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     out["per_worker"] = {
         "1": out.get("workers_1", {}).get("per_worker_samples_per_s"),
         "2": out.get("workers_2", {}).get("per_worker_samples_per_s"),

@@ -220,7 +220,16 @@ class OptimizerConfig(StrictModel):
 class DeepSpeedSettings(StrictModel):
     """DeepSpeed engine settings; the JSON config is generated from these."""
 
-    zero_stage: int = Field(2, description="ZeRO stage: 0 (off), 1, 2 or 3.")
+    engine: Literal["auto", "deepspeed", "ddp"] = Field(
+        "auto",
+        description=(
+            "Training engine: 'deepspeed' (ZeRO), 'ddp' (torch DistributedDataParallel and a "
+            "torch optimizer), 'auto' = DDP for models up to 20M parameters without offload, "
+            "ZeRO-3 or 'extra' keys (ZeRO brings nothing there and costs per step), DeepSpeed "
+            "otherwise."
+        ),
+    )
+    zero_stage: int = Field(2, description="ZeRO stage: 0 (off), 1, 2 or 3 (engine deepspeed).")
     offload_optimizer: bool = Field(
         False, description="Keep optimizer state on CPU (ZeRO stage >= 1)."
     )
@@ -253,6 +262,15 @@ class DeepSpeedSettings(StrictModel):
         if self.offload_params and self.zero_stage != 3:
             raise ValueError(
                 f"offload_params needs zero_stage 3 (got zero_stage {self.zero_stage})"
+            )
+        if self.engine == "ddp" and (
+            self.zero_stage == 3 or self.offload_optimizer or self.offload_params or self.extra
+        ):
+            raise ValueError(
+                "engine 'ddp' has no ZeRO-3, offload or raw DeepSpeed keys (rule: use engine "
+                f"'deepspeed' or 'auto' for them; got zero_stage {self.zero_stage}, "
+                f"offload_optimizer {self.offload_optimizer}, offload_params "
+                f"{self.offload_params}, extra {sorted(self.extra)})"
             )
         return self
 

@@ -5,8 +5,8 @@ all-reduced score histograms, a checkpoint per epoch, and resume from the last c
 (see :func:`loop_config`). Ray Train has already created the process group (gloo on CPU, NCCL on
 GPU), so ``deepspeed.initialize`` joins it. Each epoch:
 
-1. stream ``get_dataset_shard("train")`` in micro-batches (local shuffle), ``engine.backward`` +
-   ``engine.step``;
+1. stream ``get_dataset_shard("train")`` in chunks of about ``FETCH_ROWS`` rows (local
+   shuffle), sliced into micro-batches in the worker, ``engine.backward`` + ``engine.step``;
 2. validate on ``get_dataset_shard("validation")``: per-class histograms of the predicted
    probability, summed over workers with one all-reduce → AUC, log-loss, accuracy;
 3. ``engine.save_checkpoint`` on every rank (ZeRO shards) plus, from rank 0, ``state.json`` (epoch,
@@ -38,12 +38,14 @@ import torch.nn.functional as F
 
 from raymlp.predictor.factory import build_model
 from raymlp.training.classification_metrics import auc_from_histograms
+from raymlp.training.ddp_engine import DDPEngine, choose_engine
 from raymlp.training.ds_config import build_deepspeed_config, client_optimizer, resolve_bf16
 
 __all__ = [
     "train_loop_per_worker",
     "loop_config",
     "build_engine",
+    "engine_kind",
     "train_step",
     "STATE_FILE",
     "WEIGHTS_FILE",
@@ -55,6 +57,8 @@ STATE_FILE = "state.json"
 WEIGHTS_FILE = "model.pt"
 DS_TAG = "ds"
 _VAL_BINS = 2048
+#: Rows one call to Ray Data's iterator fetches for training (split into micro-batches).
+FETCH_ROWS = 8192
 
 
 def loop_config(
@@ -101,13 +105,17 @@ def build_engine(
     world_size: int,
     device: torch.device,
 ) -> tuple[Any, bool, str]:
-    """``deepspeed.initialize`` the model; returns ``(engine, bf16, precision note)``.
+    """``deepspeed.initialize`` the model — or, where ``engine`` (``deepspeed_opts``) resolves
+    to ``ddp``, wrap it in a :class:`~raymlp.training.ddp_engine.DDPEngine`; returns
+    ``(engine, bf16, precision note)``.
 
     The process group must exist already (Ray Train or the caller creates it).
     """
+    bf16, note = resolve_bf16(deepspeed_opts.get("bf16", "auto"), device)
+    if engine_kind(model, deepspeed_opts) == "ddp":
+        return DDPEngine(model, optimizer, deepspeed_opts, device=device, bf16=bf16), bf16, note
     import deepspeed
 
-    bf16, note = resolve_bf16(deepspeed_opts.get("bf16", "auto"), device)
     ds_cfg = build_deepspeed_config(
         deepspeed_opts,
         optimizer,
@@ -125,6 +133,11 @@ def build_engine(
         dist_init_required=False,
     )
     return engine, bf16, note
+
+
+def engine_kind(model: torch.nn.Module, deepspeed_opts: dict[str, Any]) -> str:
+    """``"ddp"`` or ``"deepspeed"``: the engine ``build_engine`` uses for ``model``."""
+    return choose_engine(deepspeed_opts, sum(p.numel() for p in model.parameters()))
 
 
 def train_step(engine: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -193,6 +206,33 @@ def _consolidated_state_dict(engine: Any, zero_stage: int, rank: int) -> dict[st
     return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
 
 
+def _micro_batches(
+    shard: Any, config: dict[str, Any], epoch: int, rank: int, device: torch.device
+) -> Any:
+    """The shard's rows in micro-batches of ``batch_size``, fetched from Ray Data in chunks of
+    about ``FETCH_ROWS`` (a multiple of the micro-batch) and sliced in the worker.
+
+    Ray Data's per-batch cost (collation, conversion to tensors, the iterator's bookkeeping,
+    about 2 ms on 2 cores) dominates a small model's step when it is paid per micro-batch; per
+    chunk it is paid once for many steps. The micro-batches hold the same rows in the same
+    order as ``iter_torch_batches(batch_size=batch_size)`` would give (whole chunks split
+    evenly; the epoch's last, partial micro-batch included)."""
+    bs = int(config["batch_size"])
+    chunk = bs * max(1, FETCH_ROWS // bs)
+    buf = config["shuffle_buffer_rows"] or None
+    for big in shard.iter_torch_batches(
+        batch_size=chunk,
+        dtypes=torch.float32,
+        device=device,
+        prefetch_batches=2,
+        local_shuffle_buffer_size=buf,
+        local_shuffle_seed=(config["seed"] * 1000 + epoch * 10 + rank) if buf else None,
+    ):
+        n = int(big["y"].shape[0])
+        for i in range(0, n, bs):
+            yield {k: v[i : i + bs] for k, v in big.items()}
+
+
 def _synthetic_batches(
     spec: dict[str, Any], cfg: dict[str, Any], world: int, device: torch.device, dtype: torch.dtype
 ):
@@ -222,7 +262,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     np.random.seed(config["seed"])
 
     model = build_model(config["model"]["factory"], config["input_dim"], config["model"]["kwargs"])
-    zero_stage = int(config["deepspeed"].get("zero_stage", 2))
+    kind = engine_kind(model, config["deepspeed"])
+    zero_stage = int(config["deepspeed"].get("zero_stage", 2)) if kind == "deepspeed" else 0
     engine, bf16, precision = build_engine(
         model,
         config["optimizer"],
@@ -265,14 +306,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         if train_shard is not None:
-            buf = config["shuffle_buffer_rows"] or None
-            batches = train_shard.iter_torch_batches(
-                batch_size=config["batch_size"],
-                dtypes=torch.float32,
-                device=device,
-                local_shuffle_buffer_size=buf,
-                local_shuffle_seed=(config["seed"] * 1000 + epoch * 10 + rank) if buf else None,
-            )
+            batches = _micro_batches(train_shard, config, epoch, rank, device)
         else:
             batches = synthetic_batches()
         for batch in batches:
@@ -302,6 +336,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "world_size": world,
             "worker_pid": os.getpid(),  # rank 0's process (reported metrics are rank 0's)
             "zero_stage": zero_stage,
+            "engine": kind,
             "precision": "bf16" if bf16 else "fp32",
             "precision_note": precision,
         }

@@ -252,7 +252,7 @@ def _train(
         callbacks = _registry_callbacks(platform, cfg, experiment, parent)
         say(
             f"tune: {cfg.tune.num_samples} trials x {cfg.scaling.num_workers} workers "
-            f"(ZeRO-{cfg.deepspeed.zero_stage}), metric {cfg.tune.metric}"
+            f"(engine {cfg.deepspeed.engine}, ZeRO-{cfg.deepspeed.zero_stage}), metric {cfg.tune.metric}"
         )
         outcome = run_tune(
             cfg,
@@ -274,7 +274,7 @@ def _train(
             )
         return outcome.best, outcome.best_params, outcome.trials
     say(
-        f"train: {cfg.scaling.num_workers} workers (ZeRO-{cfg.deepspeed.zero_stage}), "
+        f"train: {cfg.scaling.num_workers} workers (engine {cfg.deepspeed.engine}, ZeRO-{cfg.deepspeed.zero_stage}), "
         f"{cfg.training.epochs} epochs"
     )
     trainer = make_trainer(

@@ -133,14 +133,17 @@ def _kill_rank0_after_first_checkpoint(run_dir: Path, done: threading.Event, kil
         return
 
 
+@pytest.mark.parametrize("engine", ["deepspeed", "ddp"])
 def test_deepspeed_training_resumes_from_its_checkpoint_after_a_worker_dies(
-    ray_cluster, churn_parquet, tmp_path
+    ray_cluster, churn_parquet, tmp_path, engine
 ):
+    """Under DeepSpeed ZeRO-2 and under the plain DDP engine (what ``engine: auto`` picks for
+    this small model)."""
     epochs = 6
     cfg = _cfg(
         churn_parquet,
         training={"epochs": epochs, "batch_size": 64, "max_failures": 2},
-        deepspeed={"zero_stage": 2},
+        deepspeed={"zero_stage": 2, "engine": engine},
     )
     ds, _ = read_table(churn_parquet)
     prepared = prepare_data(ds, cfg.dataset, cfg.preprocessing, FEATURES)
@@ -172,7 +175,8 @@ def test_deepspeed_training_resumes_from_its_checkpoint_after_a_worker_dies(
     final = result.metrics
     assert final["attempt"] >= 1 and final["start_epoch"] >= 1
     assert final["worker_pid"] != killed["pid"]
-    assert final["world_size"] == 2 and final["zero_stage"] == 2
+    assert final["world_size"] == 2 and final["engine"] == engine
+    assert final["zero_stage"] == (2 if engine == "deepspeed" else 0)
     assert final["precision"] == "fp32"  # CPU: bf16 only where the hardware has it
 
     # The best checkpoint's consolidated weights make a working model.
