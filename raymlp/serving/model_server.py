@@ -5,8 +5,10 @@
   version's artifact from the registry on first use with the training package's loader, so the
   saved preprocessing runs exactly as in training. Serve routes a model id to the replicas that
   already hold it. A promotion therefore needs no redeploy: the gateway asks for another id.
-- **Batched**: concurrent requests are grouped by ``@serve.batch`` (size and wait from the serve
-  config, changeable live through ``user_config``) and scored in one vectorised forward pass on
+- **Batched**: concurrent requests are grouped by a :class:`~raymlp.serving.batcher.MicroBatcher`
+  per version (size and wait from the serve config, changeable live through ``user_config``),
+  which forms a batch only when the previous one is done (``@serve.batch`` forms the next one
+  while the current runs, so under load its batches hold what arrived in a few ms), and scored in one vectorised forward pass on
   the version's own worker thread, so the event loop keeps accepting requests while a batch runs.
   Each version has its own batch queue and thread: a slow version (a shadow, a sick canary)
   never delays another. A lone request of a version runs at once (``bypass_when_idle``) instead
@@ -47,6 +49,7 @@ from raymlp.errors import (
     unwrap_ray_error,
 )
 from raymlp.registry.signature import Signature, parse_signature, validate_request
+from raymlp.serving.batcher import MicroBatcher
 
 if TYPE_CHECKING:
     from raymlp.serving._platform import ReplicaServices
@@ -126,7 +129,7 @@ class ServedModel:
         #: One inference thread per version: a slow version (a shadow, a sick canary) never
         #: queues another version's batches behind its own.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model_id}")
-        #: its ``@serve.batch`` queue (set by the server once loaded)
+        #: its batch queue (:class:`~raymlp.serving.batcher.MicroBatcher`, set once loaded)
         self.batched: Any = None
         #: requests of this version in the replica right now (the idle-bypass test)
         self.inflight = 0
@@ -139,10 +142,8 @@ class ServedModel:
             executor.shutdown(wait=False)
         batched, self.batched = getattr(self, "batched", None), None
         try:
-            queue = batched.set_max_batch_size.__self__._queue if batched is not None else None
-            task = getattr(queue, "_handle_batch_task", None)
-            if queue is not None and task is not None:  # task is None whenever queue is
-                queue._loop.call_soon_threadsafe(task.cancel)
+            if batched is not None:
+                batched.close()
         except Exception:  # noqa: BLE001 - cleanup must never raise
             pass
 
@@ -233,17 +234,20 @@ class ModelServer:
                 model.batched.set_max_batch_size(b.max_batch_size)
                 model.batched.set_batch_wait_timeout_s(b.batch_wait_timeout_s)
 
-    def _make_batched(self, model_id: str) -> Any:
-        """A ``@serve.batch`` queue of one version: versions never wait behind each other's
-        batches (Serve runs one batch of a queue at a time)."""
+    def _make_batched(self, model_id: str) -> MicroBatcher:
+        """The batch queue of one version: versions never wait behind each other's batches.
+        A :class:`~raymlp.serving.batcher.MicroBatcher`, not ``@serve.batch``: it forms a
+        batch only when the previous one is done, so batches fill under load."""
 
         async def predict_batch(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return await self._run(model_id, items)
 
         b = self._batching
-        return serve.batch(
-            max_batch_size=b.max_batch_size, batch_wait_timeout_s=b.batch_wait_timeout_s
-        )(predict_batch)
+        return MicroBatcher(
+            predict_batch,
+            max_batch_size=b.max_batch_size,
+            batch_wait_timeout_s=b.batch_wait_timeout_s,
+        )
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Serve's live update: ``user_config`` holds the ``batching`` settings."""
@@ -598,6 +602,7 @@ class ModelServer:
             "batches": n,
             "mean_batch_size": (sum(k * v for k, v in sizes.items()) / n if n else 0.0),
             "max_batch_size_seen": max(sizes) if sizes else 0,
+            "batch_size_histogram": {int(k): int(v) for k, v in sorted(sizes.items())},
             "max_inflight_seen": self.max_inflight_seen,
             "feature_calls": self.feature_calls,
             "loads": self.loads,
