@@ -265,7 +265,17 @@ def predict_dataset(
     from ray.data import ActorPoolStrategy
 
     device = "cuda" if num_gpus else "cpu"
-    ts_us = int(run_timestamp.timestamp() * 1_000_000)
+    # The run's settings, the same for a warm actor's call and a Ray Data actor's constructor.
+    run = {
+        "refs": refs,
+        "keep": keep,
+        "model_name": model_name,
+        "model_version": model_version,
+        "run_id": run_id,
+        "run_timestamp_us": int(run_timestamp.timestamp() * 1_000_000),
+        "score_rows": batch_size,
+        "write_to": write_to,
+    }
     if warm_pool:
         from raymlp.inference.pool import predictor_pool
 
@@ -280,16 +290,6 @@ def predict_dataset(
             digests=digests,
             factory_modules=factory_modules,
         )
-        run = {
-            "refs": refs,
-            "keep": keep,
-            "model_name": model_name,
-            "model_version": model_version,
-            "run_id": run_id,
-            "run_timestamp_us": ts_us,
-            "score_rows": batch_size,
-            "write_to": write_to,
-        }
         try:
             return warm.map_dataset(ds, run, size=pool_size)
         except BaseException as e:
@@ -307,17 +307,10 @@ def predict_dataset(
         BatchPredictor,
         fn_constructor_kwargs={
             "artifact_uri": artifact_uri,
-            "refs": refs,
-            "keep": keep,
-            "model_name": model_name,
-            "model_version": model_version,
-            "run_id": run_id,
-            "run_timestamp_us": ts_us,
+            **run,
             "variant": variant,
             "device": device,
             "torch_threads": max(1, int(num_cpus)),
-            "score_rows": batch_size,
-            "write_to": write_to,
             "digests": digests,
             "factory_modules": factory_modules,
         },
