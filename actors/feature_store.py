@@ -9,6 +9,11 @@ this actor only validates, commits and serves lookups. The logic lives in ``raym
 With ``feature_store.online_shards: N > 1`` the online store lives in ``N`` instances of this
 class named ``feature_store_online_{i}`` (each holds the entities whose key hash is ``i`` mod
 ``N``); the main ``feature_store`` instance then holds no online data.
+
+Each instance that serves online numbers its online changes in a
+:class:`~raymlp.features.online_changes.ChangeLog`: the ModelServer replicas' near-caches follow
+it (``online_watch``), and a push or materialisation is acknowledged only once every leased
+near-cache has applied its change.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
+import ray
 
 from actors._base import PlatformActor
 from raymlp._private.credentials import Authenticator
@@ -35,6 +41,7 @@ from raymlp.features.hashing import hash_keys
 from raymlp.features.ingest import with_seq
 from raymlp.features.materialize import latest_in_file_groups
 from raymlp.features.online import STATUS_NAMES, OnlineTable
+from raymlp.features.online_changes import ChangeLog
 from raymlp.features.tokenize import Tokenizer
 from raymlp.features.validation import conform
 
@@ -43,6 +50,14 @@ if TYPE_CHECKING:
 
 SHARD_PREFIX = "feature_store_online_"
 _WRITE_ROLES = {"developer", "admin"}
+
+
+def _reconstructed() -> bool:
+    """Whether this process is a restarted actor (False outside an actor)."""
+    try:
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # not in an actor (unit tests build the class directly)
+        return False
 
 
 class _GroupCommit:
@@ -100,6 +115,11 @@ class FeatureStoreActor(PlatformActor):
         self._tokenizer_obj: Tokenizer | None = None
         self._key_tokens: dict[str, list[int]] = {}  # view -> positions of sensitive keys
         self._rebuilt_at = time.time()
+        # After a restart, writes wait out the leases the previous instance granted.
+        self._changes = ChangeLog(
+            lease_s=self.config.feature_store.near_cache.lease_s,
+            grace=_reconstructed(),
+        )
         if self.serves_online:
             for name in self._registry.names("feature_view"):
                 if self._registry.view(name).online:
@@ -199,6 +219,8 @@ class FeatureStoreActor(PlatformActor):
     def _set_registry(self, reg: FeatureRegistry) -> None:
         self._registry = reg
         self._key_tokens = {}
+        # New definitions (types, TTLs, rebuilt tables): near-caches drop everything.
+        self._changes.record(None, None)
         if not self.serves_online:
             return
         for name in reg.names("feature_view"):
@@ -317,7 +339,9 @@ class FeatureStoreActor(PlatformActor):
                     self._online.pop(name, None)
                     self._materialized.pop(name, None)
                 self._set_registry(new)
-            return {"serial": self._registry.serial, "changes": [c.summary() for c in plan.changes]}
+        if plan.changed:
+            self._changes.await_acks(self._changes.seq)
+        return {"serial": self._registry.serial, "changes": [c.summary() for c in plan.changes]}
 
     # -- offline writes -------------------------------------------------------------------------
 
@@ -418,10 +442,12 @@ class FeatureStoreActor(PlatformActor):
                 group = self._groups[view] = _GroupCommit(
                     lambda tables, v=view, who=p.name: self._commit_push(v, tables, who)
                 )
-        version = group.submit(table)
+        version, change = group.submit(table)
+        if change:  # acknowledged once no near-cache can answer the old rows
+            self._changes.await_acks(change)
         return {"version": version, "rows": table.num_rows}
 
-    def _commit_push(self, view: str, tables: list[pa.Table], who: str) -> int:
+    def _commit_push(self, view: str, tables: list[pa.Table], who: str) -> tuple[int, int]:
         fv = self._registry.view(view)
         keys = self._registry.key_columns(fv)
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
@@ -433,9 +459,11 @@ class FeatureStoreActor(PlatformActor):
             {"raymlp.op": "push", "raymlp.principal": who, "raymlp.rows": str(table.num_rows)},
         )
         online = self._online.get(view) if fv.online and self.serves_online else None
+        change = 0
         if online is not None:
             online.upsert(table)
-        return version
+            change = self._changes.record(view, online.key_list(table))
+        return version, change
 
     def table_versions(
         self, credential: dict[str, Any] | None, views: list[str] | None = None
@@ -474,12 +502,17 @@ class FeatureStoreActor(PlatformActor):
         requests: list[tuple[str, list[str], int]],
         serial: int | None = None,
         now_us: int | None = None,
+        with_ts: bool = False,
     ) -> dict[str, Any]:
         """One batch lookup: ``requests`` are ``(view, features, index into key_sets)``.
 
-        Returns ``{"serial": registry serial, "views": {view: (statuses, {feature: values})}}``
-        with statuses as a bytes string (0 present, 1 not_found, 2 expired).
+        Returns ``{"serial": registry serial, "views": {view: (statuses, {feature: values})},
+        "change": (epoch, seq)}`` with statuses as a bytes string (0 present, 1 not_found,
+        2 expired); ``with_ts`` adds each row's event time (µs, int64 bytes) to every view's
+        tuple. ``change`` is the change log's position before the read: a near-cache keeps
+        the answer only if it has applied no later change of the view.
         """
+        tag = (self._changes.epoch, self._changes.seq)  # before the read (see ChangeLog)
         p = self._who(credential)
         self._sync(serial)
         if not self.serves_online:
@@ -506,9 +539,14 @@ class FeatureStoreActor(PlatformActor):
                 raise NotFoundError(
                     f"view {view!r} has no online table", kind="online_table", name=view
                 )
-            status, values = table.read(self._lookup_keys(view, key_sets[ks]), features, now)
-            out[view] = (status.tobytes(), values)
-        return {"serial": self._registry.serial, "views": out}
+            keys = self._lookup_keys(view, key_sets[ks])
+            if with_ts:
+                status, values, ts = table.read(keys, features, now, with_ts=True)
+                out[view] = (status.tobytes(), values, ts.tobytes())
+            else:
+                status, values = table.read(keys, features, now)
+                out[view] = (status.tobytes(), values)
+        return {"serial": self._registry.serial, "views": out, "change": tag}
 
     def online_read_packed(self, credential: dict[str, Any] | None, blob: bytes) -> bytes:
         """:meth:`online_read` with arguments and reply pickled by the caller and here.
@@ -516,8 +554,28 @@ class FeatureStoreActor(PlatformActor):
         The hot path of serving: Ray serialises one ``bytes`` object much faster than nested
         lists and dicts (measured ~0.15 ms less per call), and both ends are this codebase.
         """
-        key_sets, requests, serial = pickle.loads(blob)
-        return pickle.dumps(self.online_read(credential, key_sets, requests, serial), protocol=5)
+        key_sets, requests, serial, *opts = pickle.loads(blob)
+        with_ts = bool(opts and opts[0])
+        return pickle.dumps(
+            self.online_read(credential, key_sets, requests, serial, with_ts=with_ts), protocol=5
+        )
+
+    def online_watch(
+        self,
+        credential: dict[str, Any] | None,
+        sub_id: str,
+        epoch: str | None,
+        since: int,
+        wait_s: float,
+    ) -> dict[str, Any]:
+        """A near-cache's long poll on the online changes (see :meth:`ChangeLog.watch`)."""
+        self._who(credential)
+        return self._changes.watch(sub_id, epoch, int(since), float(wait_s))
+
+    def online_unwatch(self, credential: dict[str, Any] | None, sub_id: str) -> None:
+        """A near-cache going away: writes stop waiting for it."""
+        self._who(credential)
+        self._changes.forget(sub_id)
 
     def online_upsert(
         self,
@@ -539,7 +597,11 @@ class FeatureStoreActor(PlatformActor):
         keys = [k for k, _ in table.keys]
         # Rows come from the Delta table (tokens already); tokenizing again is a no-op there
         # and keeps raw values out of the online store whatever a caller sends.
-        return table.upsert(self._mine(self._tokenize(view, data), keys))
+        mine = self._mine(self._tokenize(view, data), keys)
+        changed = table.upsert(mine)
+        if changed:
+            self._changes.await_acks(self._changes.record(view, table.key_list(mine)))
+        return changed
 
     def materialization_state(self, credential: dict[str, Any] | None, view: str) -> dict[str, Any]:
         """The table version the online store has caught up with (None: never)."""
@@ -563,6 +625,8 @@ class FeatureStoreActor(PlatformActor):
             "rebuilt_at": self._rebuilt_at,
             "views": {n: len(t) for n, t in self._online.items() if self._sees(n, p)},
             "status_names": list(STATUS_NAMES),
+            "change_seq": self._changes.seq,
+            "near_caches": self._changes.subscribers(),
         }
 
     # -- catalog --------------------------------------------------------------------------------

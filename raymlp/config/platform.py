@@ -36,6 +36,7 @@ __all__ = [
     "RayConfig",
     "ActorOptions",
     "FeatureStoreSettings",
+    "NearCacheSettings",
     "RegistryWebhook",
     "RegistrySettings",
     "MonitorSettings",
@@ -152,10 +153,44 @@ class ActorOptions(StrictModel):
     )
 
 
+class NearCacheSettings(StrictModel):
+    """The online-feature near-cache of each ModelServer replica (see docs/features.md)."""
+
+    enabled: bool = Field(
+        True,
+        description=(
+            "Keep a local, event-fed copy of the online rows a replica reads, so a repeated "
+            "entity needs no actor call; writes are acknowledged only once every replica's "
+            "copy dropped the rows they change."
+        ),
+    )
+    max_mb: float = Field(
+        64.0, gt=0, le=65536, description="Memory of one replica's copy, MiB (LRU by bytes)."
+    )
+    lease_s: float = Field(
+        1.0,
+        gt=0.05,
+        le=30,
+        description=(
+            "How long a replica may use its copy without hearing from the store: the longest a "
+            "write waits for a stalled or dead replica."
+        ),
+    )
+
+
 class FeatureStoreSettings(StrictModel):
     """The feature_store actor."""
 
-    actor: ActorOptions = Field(default_factory=ActorOptions, description="Ray options.")
+    actor: ActorOptions = Field(
+        default_factory=lambda: ActorOptions(max_concurrency=128),
+        description=(
+            "Ray options. Each ModelServer replica's near-cache keeps one long poll open on "
+            "each online store actor: keep max_concurrency well above the replica count."
+        ),
+    )
+    near_cache: NearCacheSettings = Field(
+        default_factory=NearCacheSettings, description="The replicas' near-caches."
+    )
     online_shards: int = Field(
         1, ge=1, le=256, description="Online store shards (one actor each, keyed by entity hash)."
     )

@@ -30,7 +30,7 @@ from raymlp.features.ondemand import run_on_demand
 from raymlp.features.online import STATUS_NAMES
 from raymlp.features.tokenize import Tokenizer
 
-__all__ = ["OnlinePlan", "StatusMap", "entity_keys", "route", "merge", "assemble"]
+__all__ = ["OnlinePlan", "StatusMap", "entity_keys", "shard_of", "route", "merge", "assemble"]
 
 _STATUS = np.array(STATUS_NAMES, dtype=object)
 
@@ -65,6 +65,8 @@ class OnlinePlan:
         self.key_sets: list[list[tuple[str, str]]] = []
         self.requests: list[tuple[str, list[str], int]] = []
         self.dtypes: dict[str, str] = {}
+        #: Each view's TTL in µs (0: none), what a near-cache expires rows by.
+        self.ttl_us: dict[str, int] = {}
         self.tokenizer = tokenizer
         #: Join key columns stored as tokens (those of sensitive entities).
         self.sensitive: set[str] = set()
@@ -82,6 +84,7 @@ class OnlinePlan:
             if keys not in self.key_sets:
                 self.key_sets.append(keys)
             self.requests.append((view, feats, self.key_sets.index(keys)))
+            self.ttl_us[view] = int(fv.ttl.total_seconds() * 1e6)
             types = {f.name: f.dtype for f in fv.features}
             self.dtypes.update({output_column(view, f): types[f] for f in feats})
         self.columns = self.plan.output_columns
@@ -152,8 +155,8 @@ def _castable(v: Any, caster: type) -> bool:
     return caster is not int or _INT64[0] <= out <= _INT64[1]
 
 
-def route(plan: OnlinePlan, key_sets: list[Any], shards: int) -> list[tuple[list, list]]:
-    """Per shard: ``(row positions per key set, the key sets restricted to them)``."""
+def shard_of(plan: OnlinePlan, key_sets: list[Any], shards: int) -> list[np.ndarray]:
+    """The shard of every key, per key set (int64 arrays)."""
     if plan.sensitive and plan.tokenizer is None and shards > 1:
         # Shards hold entities by the hash of the stored key (the token): routing raw values
         # would ask the wrong shard and read "not found".
@@ -164,7 +167,7 @@ def route(plan: OnlinePlan, key_sets: list[Any], shards: int) -> list[tuple[list
             value=sorted(plan.sensitive),
             rule="tokenizer for sharded sensitive lookups",
         )
-    routes = []
+    routes: list[np.ndarray] = []
     for ks, keys in zip(key_sets, plan.key_sets):
         cols = [ks] if len(keys) == 1 else [list(c) for c in zip(*ks)] if ks else [[]] * len(keys)
         arrs = [
@@ -176,6 +179,12 @@ def route(plan: OnlinePlan, key_sets: list[Any], shards: int) -> list[tuple[list
             if len(ks)
             else np.zeros(0, dtype=np.int64)
         )
+    return routes
+
+
+def route(plan: OnlinePlan, key_sets: list[Any], shards: int) -> list[tuple[list, list]]:
+    """Per shard: ``(row positions per key set, the key sets restricted to them)``."""
+    routes = shard_of(plan, key_sets, shards)
     out = []
     for s in range(shards):
         idx = [np.flatnonzero(r == s) for r in routes]

@@ -188,8 +188,11 @@ class OnlineTable:
         keys: list[Any],
         features: list[str],
         now_us: int,
-    ) -> tuple[np.ndarray, dict[str, list[Any]]]:
-        """Look up a batch: ``(status per row (uint8), {feature: values with None})``.
+        with_ts: bool = False,
+    ) -> tuple[np.ndarray, dict[str, list[Any]]] | tuple[np.ndarray, dict[str, list[Any]], np.ndarray]:
+        """Look up a batch: ``(status per row (uint8), {feature: values with None})``, and with
+        ``with_ts`` the rows' event times (µs; 0 where not found) third, what a near-cache
+        needs to expire a row by itself.
 
         ``keys`` are scalars (one join key) or tuples (several), already of the key type.
         """
@@ -219,7 +222,13 @@ class OnlineTable:
                     for i in np.flatnonzero(~mask).tolist():
                         lst[i] = None
                     out[name] = lst
+            if with_ts:
+                return status, out, np.where(found, self._ts[safe], 0)
             return status, out
+
+    def key_list(self, table: pa.Table) -> list[Any]:
+        """The lookup keys of ``table``'s rows (scalars or tuples, as :meth:`read` takes)."""
+        return self._key_list(table)
 
     def snapshot_size(self) -> dict[str, Any]:
         return {"entities": self._n, "capacity": self._cap}

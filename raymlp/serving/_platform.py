@@ -106,7 +106,19 @@ class ReplicaServices:
 
     @cached_property
     def features(self) -> OnlineLookup:
-        return OnlineLookup.from_config(self.config, self.caller)
+        # with the replica's near-cache (feature_store.near_cache) of the rows it reads
+        return OnlineLookup.from_config(self.config, self.caller, near_cache=True)
+
+    def near_cache_stats(self) -> dict[str, Any] | None:
+        """The near-cache's counters (None before the first online read, or when off)."""
+        lookup = self.__dict__.get("features")
+        return lookup.cache.stats() if lookup is not None and lookup.cache is not None else None
+
+    def close(self) -> None:
+        """Stop what this replica started on the platform (the near-cache's feeds)."""
+        lookup = self.__dict__.get("features")
+        if lookup is not None:
+            lookup.close()
 
     @cached_property
     def monitor(self) -> ReplicaMonitor:

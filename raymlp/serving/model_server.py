@@ -587,6 +587,12 @@ class ModelServer:
             "pool": self.pool,
         }
 
+    def __del__(self) -> None:
+        # Serve calls it when the replica stops: writes stop waiting for this near-cache.
+        platform = getattr(self, "_platform", None)
+        if platform is not None:
+            platform.close()
+
     def loaded_models(self) -> list[str]:
         """The version ids loaded in this replica."""
         return sorted(self._loaded.keys())
@@ -609,4 +615,5 @@ class ModelServer:
             "refused_loads": self.refused_loads,
             "loaded": self.loaded_models(),
             "batching": self._batching.model_dump(),
+            "near_cache": self._platform.near_cache_stats() if self._platform else None,
         }

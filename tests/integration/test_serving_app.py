@@ -311,6 +311,14 @@ def test_entity_requests_use_online_features_in_one_call_per_batch(served):
     after = serve.get_deployment_handle(MODEL_SERVER, "svc").stats.remote().result()
     calls = after["feature_calls"] - before["feature_calls"]
     assert 1 <= calls < 24  # batched: fewer lookups than requests
+    # A repeated entity (new request fields, so not the gateway's answer cache) reads its
+    # online features from the replica's near-cache: the same answer as the burst's.
+    again = served.post(body={"model_id": "churn-online", "entity": {"customer_id": "c7"},
+                              "features": {"support_calls": 1}})  # c7's own value
+    assert again.status_code == 200 and again.json().get("route") != "cache", again.text
+    assert again.json()["probability"] == r.json()["probability"]
+    near = serve.get_deployment_handle(MODEL_SERVER, "svc").stats.remote().result()["near_cache"]
+    assert near is not None and near["hits"] >= 1 and near["entries"] >= 1, near
 
 
 def test_promotion_switches_without_redeploy_or_stale_cache(served):
