@@ -523,7 +523,7 @@ class FeatureStoreActor(PlatformActor):
                 rule="call the shards",
             )
         now = now_us if now_us is not None else time.time_ns() // 1000
-        out = {}
+        out: dict[str, tuple[Any, ...]] = {}
         for view, features, ks in requests:
             self._check_tenant(view, p)
             table = self._online.get(view)
@@ -541,7 +541,7 @@ class FeatureStoreActor(PlatformActor):
                 )
             keys = self._lookup_keys(view, key_sets[ks])
             if with_ts:
-                status, values, ts = table.read(keys, features, now, with_ts=True)
+                status, values, ts = table.read_with_ts(keys, features, now)
                 out[view] = (status.tobytes(), values, ts.tobytes())
             else:
                 status, values = table.read(keys, features, now)

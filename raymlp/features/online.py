@@ -188,14 +188,22 @@ class OnlineTable:
         keys: list[Any],
         features: list[str],
         now_us: int,
-        with_ts: bool = False,
-    ) -> tuple[np.ndarray, dict[str, list[Any]]] | tuple[np.ndarray, dict[str, list[Any]], np.ndarray]:
-        """Look up a batch: ``(status per row (uint8), {feature: values with None})``, and with
-        ``with_ts`` the rows' event times (µs; 0 where not found) third, what a near-cache
-        needs to expire a row by itself.
+    ) -> tuple[np.ndarray, dict[str, list[Any]]]:
+        """Look up a batch: ``(status per row (uint8), {feature: values with None})``.
 
         ``keys`` are scalars (one join key) or tuples (several), already of the key type.
         """
+        status, out, _ = self.read_with_ts(keys, features, now_us)
+        return status, out
+
+    def read_with_ts(
+        self,
+        keys: list[Any],
+        features: list[str],
+        now_us: int,
+    ) -> tuple[np.ndarray, dict[str, list[Any]], np.ndarray]:
+        """:meth:`read`, and the rows' event times (µs; 0 where not found) third: what a
+        near-cache needs to expire a row by itself."""
         with self._lock:
             get = self._index.get
             idx = np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
@@ -222,9 +230,7 @@ class OnlineTable:
                     for i in np.flatnonzero(~mask).tolist():
                         lst[i] = None
                     out[name] = lst
-            if with_ts:
-                return status, out, np.where(found, self._ts[safe], 0)
-            return status, out
+            return status, out, np.where(found, self._ts[safe], 0)
 
     def key_list(self, table: pa.Table) -> list[Any]:
         """The lookup keys of ``table``'s rows (scalars or tuples, as :meth:`read` takes)."""

@@ -19,7 +19,6 @@ import pytest
 from bench._chaos import (
     MODEL,
     Victim,
-    actor_back,
     find,
     prom_query,
     prom_target,
@@ -137,8 +136,8 @@ def test_a_worker_raylet_hosting_a_model_server_replica_dies(app, ray_cluster):
             killed = {v.pid for v in replicas}
             for v in replicas:
                 sigkill(v)
-            wait_for(lambda: len([v for v in find(deployment=MODEL_SERVER)
-                                  if v.pid not in killed]) == 2,
+            wait_for(lambda gone=killed: len([v for v in find(deployment=MODEL_SERVER)
+                                               if v.pid not in gone]) == 2,
                      timeout=90, interval=0.3, message="2 new ModelServer replicas")
         on_worker = [v for v in find(deployment=MODEL_SERVER) if v.node_id == worker]
         assert on_worker, "no ModelServer replica was placed on the worker node"
