@@ -42,7 +42,6 @@ import numpy as np
 
 from raymlp._private.credentials import Caller
 from raymlp._private.rpc import ActorClient
-from raymlp.errors import RayMLPError
 from raymlp.features.online import EXPIRED, NOT_FOUND
 
 __all__ = ["NearCache"]
@@ -305,7 +304,7 @@ def _follow(ref: weakref.ref, store: int, stop: threading.Event) -> None:
             reply = actor.call(
                 "online_watch", cred, sub_id, epoch, since, poll_s, _timeout=poll_s + 10.0
             )
-        except (RayMLPError, Exception) as e:  # the store restarting or gone: the lease runs out
+        except Exception as e:  # the store restarting or gone: the lease runs out
             if stop.is_set():
                 return
             logger.debug("near-cache feed %d: %s", store, e)

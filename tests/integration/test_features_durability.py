@@ -4,7 +4,6 @@ acknowledged push; and the online store can be sharded over several actors."""
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pandas as pd
 import pytest
 import ray
 
-import actors
 from raymlp._private import cluster as cluster_lib
 from raymlp.client import connect
 from raymlp.config import PlatformConfig
@@ -109,34 +107,22 @@ def test_node_loss_rebuilds_the_online_store_on_another_node(ray_cluster, tmp_pa
             ray_cluster.remove_node(second, allow_graceful=False)
 
 
-def test_sharded_online_store(ray_cluster, tmp_path, monkeypatch):
-    # Wire the shard instances (as actors/__init__.py does once `instance_names` is set).
-    specs = tuple(
-        replace(s, instance_names=actors._online_shard_names) if s.name == "feature_store" else s
-        for s in actors.ACTOR_SPECS
-    )
-    monkeypatch.setattr(actors, "ACTOR_SPECS", specs)
-    monkeypatch.setattr(cluster_lib, "ACTOR_SPECS", specs)
-    cfg = PlatformConfig.model_validate(
-        {"storage": {"root": str(tmp_path / "root")}, "feature_store": {"online_shards": 2}}
-    )
-    try:
-        p = connect(config=cfg)
-        fs = p.features
-        fs.apply(CHURN)
-        ids = [f"s{i}" for i in range(40)]
-        fs.push("customer_usage", [usage_row(cid, i) for i, cid in enumerate(ids)])
-        fs.ingest("customer_usage", pd.DataFrame([usage_row("late", 7, age_days=1)]))
-        fs.materialize("customer_usage")
-        got = online_calls(p, [*ids, "late", "absent"])
-        assert got == {**{cid: i for i, cid in enumerate(ids)}, "late": 7, "absent": None}
-        held = [
-            ray.get(
-                ray.get_actor(f"feature_store_online_{i}", namespace="raymlp").online_stats.remote(p.caller.wire())
-            )["views"]["customer_usage"]
-            for i in range(2)
-        ]
-        assert sum(held) == 41 and min(held) > 0  # split, none holds everything
-        assert fs.describe("customer_usage")["online"]["entities"] == 41
-    finally:
-        cluster_lib.remove_platform(cfg.ray.namespace, cfg)
+def test_sharded_online_store(sharded_platform):
+    p = sharded_platform
+    fs = p.features
+    fs.apply(CHURN)
+    ids = [f"s{i}" for i in range(40)]
+    fs.push("customer_usage", [usage_row(cid, i) for i, cid in enumerate(ids)])
+    fs.ingest("customer_usage", pd.DataFrame([usage_row("late", 7, age_days=1)]))
+    fs.materialize("customer_usage")
+    got = online_calls(p, [*ids, "late", "absent"])
+    assert got == {**{cid: i for i, cid in enumerate(ids)}, "late": 7, "absent": None}
+    held = [
+        ray.get(
+            ray.get_actor(f"feature_store_online_{i}", namespace="raymlp").online_stats.remote(p.caller.wire())
+        )["views"]["customer_usage"]
+        for i in range(2)
+    ]
+    assert sum(held) == 41 and min(held) > 0  # split, none holds everything
+    assert fs.describe("customer_usage")["online"]["entities"] == 41
+

@@ -11,17 +11,12 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import ray
 
-import actors
-from raymlp._private import cluster as cluster_lib
 from raymlp._private.online_lookup import OnlineLookup
-from raymlp.client import connect
-from raymlp.config import PlatformConfig
 from raymlp.features.online_changes import ChangeLog
 from tests._wait import wait_for
 
@@ -183,37 +178,25 @@ def test_a_restarted_feature_store_resyncs_the_cache(platform):
         lookup.close()
 
 
-def test_sharded_store(ray_cluster, tmp_path, monkeypatch):
-    specs = tuple(
-        replace(s, instance_names=actors._online_shard_names) if s.name == "feature_store" else s
-        for s in actors.ACTOR_SPECS
-    )
-    monkeypatch.setattr(actors, "ACTOR_SPECS", specs)
-    monkeypatch.setattr(cluster_lib, "ACTOR_SPECS", specs)
-    cfg = PlatformConfig.model_validate(
-        {"storage": {"root": str(tmp_path / "root")}, "feature_store": {"online_shards": 2}}
-    )
+def test_sharded_store(sharded_platform):
+    p = sharded_platform
+    p.features.apply(CHURN)
+    ids = [f"s{i}" for i in range(30)]
+    p.features.push("customer_usage", [usage_row(cid, i) for i, cid in enumerate(ids)])
+    lookup = near(p)
+    assert len(lookup.cache.stats()["leased"]) == 3  # feature_store + 2 shards
     try:
-        p = connect(config=cfg)
-        p.features.apply(CHURN)
-        ids = [f"s{i}" for i in range(30)]
-        p.features.push("customer_usage", [usage_row(cid, i) for i, cid in enumerate(ids)])
-        lookup = near(p)
-        assert len(lookup.cache.stats()["leased"]) == 3  # feature_store + 2 shards
-        try:
-            first, truth = both(p, lookup, [*ids, "absent"])
-            assert first == truth
-            misses = lookup.cache.stats()["misses"]
-            assert both(p, lookup, [*ids, "absent"])[0] == truth
-            assert lookup.cache.stats()["misses"] == misses
-            for cid in ("s3", "s17", "absent"):
-                p.features.push("customer_usage", [usage_row(cid, 500)])
-                got, truth = both(p, lookup, [cid])
-                assert got == truth and got[0]["customer_usage__calls_last_30d"] == 500
-        finally:
-            lookup.close()
+        first, truth = both(p, lookup, [*ids, "absent"])
+        assert first == truth
+        misses = lookup.cache.stats()["misses"]
+        assert both(p, lookup, [*ids, "absent"])[0] == truth
+        assert lookup.cache.stats()["misses"] == misses
+        for cid in ("s3", "s17", "absent"):
+            p.features.push("customer_usage", [usage_row(cid, 500)])
+            got, truth = both(p, lookup, [cid])
+            assert got == truth and got[0]["customer_usage__calls_last_30d"] == 500
     finally:
-        cluster_lib.remove_platform(cfg.ray.namespace, cfg)
+        lookup.close()
 
 
 def test_a_stalled_subscriber_delays_a_write_by_its_lease_at_most():
